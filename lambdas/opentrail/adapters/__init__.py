@@ -1,0 +1,1 @@
+"""boto3 behind small interfaces; ClientError becomes a domain error."""
