@@ -1,0 +1,129 @@
+"""Create, in whatever boto3 points at (moto in tests and the demo), the resources the
+CDK stack defines, with the same shapes: KMS key, log bucket, buffer queue + DLQ with
+redrive, delivery ledger table with TTL. Keep in step with infra/ (a test compares them).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+
+from opentrail.settings import BatcherSettings, EventBridgeCaptureSettings, IngestSettings
+
+ACCOUNT_ID = "123456789012"
+REGION = "us-east-1"
+BATCHER_TIMEOUT_SECONDS = 120
+VISIBILITY_TIMEOUT_SECONDS = 6 * BATCHER_TIMEOUT_SECONDS
+MAX_RECEIVE_COUNT = 5
+CHANNEL_NAME = "opentrail"
+
+
+@dataclass(frozen=True)
+class LocalResources:
+    account_id: str
+    region: str
+    kms_key_arn: str
+    log_bucket: str
+    buffer_queue_url: str
+    dead_letter_queue_url: str
+    ledger_table: str
+    channel_arn: str
+
+    def ingest_settings(self) -> IngestSettings:
+        return IngestSettings(buffer_queue_url=self.buffer_queue_url, channel_arns=self.channel_arn)
+
+    def eventbridge_capture_settings(self) -> EventBridgeCaptureSettings:
+        return EventBridgeCaptureSettings(buffer_queue_url=self.buffer_queue_url)
+
+    def batcher_settings(self, **overrides: Any) -> BatcherSettings:
+        values: dict[str, Any] = {
+            "buffer_queue_url": self.buffer_queue_url,
+            "dead_letter_queue_url": self.dead_letter_queue_url,
+            "log_bucket": self.log_bucket,
+            "log_kms_key_arn": self.kms_key_arn,
+            "ledger_table": self.ledger_table,
+        }
+        values.update(overrides)
+        return BatcherSettings(**values)
+
+
+def provision(
+    *,
+    region: str = REGION,
+    account_id: str = ACCOUNT_ID,
+    name: str = "opentrail",
+    visibility_timeout: int = VISIBILITY_TIMEOUT_SECONDS,
+    max_receive_count: int = MAX_RECEIVE_COUNT,
+) -> LocalResources:
+    """Create the resources (idempotent for a fresh mock) and return their names."""
+    kms = boto3.client("kms", region_name=region)
+    key_arn = kms.create_key(Description=f"{name} log encryption key")["KeyMetadata"]["Arn"]
+    kms.enable_key_rotation(KeyId=key_arn)
+
+    s3 = boto3.client("s3", region_name=region)
+    bucket = f"{name}-logs-{account_id}-{region}"
+    if region == "us-east-1":
+        s3.create_bucket(Bucket=bucket)
+    else:
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_bucket_encryption(
+        Bucket=bucket,
+        ServerSideEncryptionConfiguration={
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key_arn},
+                    "BucketKeyEnabled": True,
+                }
+            ]
+        },
+    )
+    s3.put_public_access_block(
+        Bucket=bucket,
+        PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True,
+            "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True,
+        },
+    )
+
+    sqs = boto3.client("sqs", region_name=region)
+    dlq_url = sqs.create_queue(QueueName=f"{name}-buffer-dlq", Attributes={"KmsMasterKeyId": key_arn})["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue_url = sqs.create_queue(
+        QueueName=f"{name}-buffer",
+        Attributes={
+            "KmsMasterKeyId": key_arn,
+            "VisibilityTimeout": str(visibility_timeout),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}),
+        },
+    )["QueueUrl"]
+
+    dynamodb = boto3.client("dynamodb", region_name=region)
+    table = f"{name}-ledger"
+    dynamodb.create_table(
+        TableName=table,
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        BillingMode="PAY_PER_REQUEST",
+        SSESpecification={"Enabled": True, "SSEType": "KMS", "KMSMasterKeyId": key_arn},
+    )
+    dynamodb.update_time_to_live(TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiresAt"})
+
+    return LocalResources(
+        account_id=account_id,
+        region=region,
+        kms_key_arn=key_arn,
+        log_bucket=bucket,
+        buffer_queue_url=queue_url,
+        dead_letter_queue_url=dlq_url,
+        ledger_table=table,
+        channel_arn=f"arn:aws:cloudtrail:{region}:{account_id}:channel/{CHANNEL_NAME}",
+    )

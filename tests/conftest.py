@@ -1,0 +1,56 @@
+"""Shared test set-up: no network, fake credentials, moto-backed resources."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "OpenTrail",
+        "POWERTOOLS_SERVICE_NAME": "opentrail",
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+        "CDK_VALIDATION": "false",
+    }
+)
+for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+    os.environ.pop(name, None)
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+DATASETS = SHARED / "datasets"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    """An embedded moto for one test; create clients inside it."""
+    from moto import mock_aws
+
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def resources(aws: None):  # type: ignore[no-untyped-def]
+    """The stack's resources (bucket, key, queue + DLQ, ledger) in moto."""
+    from opentrail.local.resources import provision
+
+    return provision()
+
+
+@pytest.fixture
+def context():  # type: ignore[no-untyped-def]
+    from opentrail.local.context import LocalContext
+
+    return LocalContext()
