@@ -58,7 +58,9 @@ class Buffer:
         if failed:
             raise BufferError(f"{len(failed)} message(s) not stored: {last_error}", failed)
 
-    def receive(self, *, max_messages: int = 10, wait_seconds: int = 0, visibility_timeout: int | None = None) -> list[Message]:
+    def receive(
+        self, *, max_messages: int = 10, wait_seconds: int = 0, visibility_timeout: int | None = None
+    ) -> list[Message]:
         kwargs: dict[str, Any] = {
             "QueueUrl": self.queue_url,
             "MaxNumberOfMessages": max_messages,
@@ -100,7 +102,8 @@ class Buffer:
 
     def depth(self) -> int:
         attributes = self._sqs.get_queue_attributes(
-            QueueUrl=self.queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+            QueueUrl=self.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
         )["Attributes"]
         return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
@@ -117,4 +120,3 @@ def _batches(bodies: list[str]) -> Iterable[list[str]]:
         size += length
     if group:
         yield group
-

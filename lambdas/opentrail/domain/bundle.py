@@ -76,7 +76,8 @@ def _fit(chunk: list[bytes], max_body_bytes: int, make_id: Callable[[], str]) ->
         return [body]
     if len(chunk) == 1:
         raise BundleError(
-            f"record: one record compresses to {len(body)} bytes, more than the buffer's {max_body_bytes}-byte message limit"
+            f"record: one record compresses to {len(body)} bytes, "
+            f"more than the buffer's {max_body_bytes}-byte message limit"
         )
     middle = len(chunk) // 2
     return _fit(chunk[:middle], max_body_bytes, make_id) + _fit(chunk[middle:], max_body_bytes, make_id)
@@ -84,7 +85,12 @@ def _fit(chunk: list[bytes], max_body_bytes: int, make_id: Callable[[], str]) ->
 
 def _body(lines: list[bytes], bundle_id: str) -> str:
     data = gzip.compress(b"\n".join(lines), compresslevel=6, mtime=0)
-    envelope = {"v": BUNDLE_VERSION, "bundleId": bundle_id, "count": len(lines), "data": base64.b64encode(data).decode()}
+    envelope = {
+        "v": BUNDLE_VERSION,
+        "bundleId": bundle_id,
+        "count": len(lines),
+        "data": base64.b64encode(data).decode(),
+    }
     return json.dumps(envelope, separators=(",", ":"))
 
 

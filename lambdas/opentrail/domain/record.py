@@ -48,10 +48,8 @@ READ_ONLY_VERBS: Final = (
 )  # fmt: skip
 FUTURE_TOLERANCE: Final = timedelta(minutes=15)
 
-_READ_ONLY_PATTERN = re.compile(r"^(?:%s)(?:[A-Z0-9_]|$)" % "|".join(READ_ONLY_VERBS))
-_EVENT_TIME = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})?$"
-)
+_READ_ONLY_PATTERN = re.compile(rf"^(?:{'|'.join(READ_ONLY_VERBS)})(?:[A-Z0-9_]|$)")
+_EVENT_TIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})?$")
 _CANONICAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _ACCOUNT_ID = re.compile(r"^\d{12}$")
@@ -172,7 +170,7 @@ def normalize(
         raise RecordError("awsRegion", "must be a region name such as us-east-1")
 
     category = record.setdefault("eventCategory", "Insight" if is_insight else "Management")
-    if category not in EVENT_CATEGORIES:
+    if not isinstance(category, str) or category not in EVENT_CATEGORIES:
         raise RecordError("eventCategory", f"must be one of {', '.join(sorted(EVENT_CATEGORIES))}")
 
     if is_insight:
@@ -217,9 +215,10 @@ def normalize(
             raise RecordError(field, f"must be at most {limit // KB} KB of JSON", code="FieldTooLong")
 
     resources = record.get("resources")
-    if resources is not None:
-        if not isinstance(resources, list) or not all(isinstance(item, Mapping) for item in resources):
-            raise RecordError("resources", "must be a list of objects with ARN, accountId and type")
+    if resources is not None and (
+        not isinstance(resources, list) or not all(isinstance(item, Mapping) for item in resources)
+    ):
+        raise RecordError("resources", "must be a list of objects with ARN, accountId and type")
 
     if json_size(record) > MAX_RECORD_BYTES:
         raise RecordError("record", "must be at most 256 KB of JSON", code="FieldTooLong")

@@ -122,7 +122,9 @@ def _selector(trail: str, index: int, raw: Mapping[str, Any]) -> EventSelector:
     resources = []
     for position, item in enumerate(raw.get("DataResources", [])):
         if item.get("Type") not in _DATA_RESOURCE_TYPES:
-            raise TrailError(trail, f"{where}.DataResources[{position}].Type", f"must be one of {sorted(_DATA_RESOURCE_TYPES)}")
+            raise TrailError(
+                trail, f"{where}.DataResources[{position}].Type", f"must be one of {sorted(_DATA_RESOURCE_TYPES)}"
+            )
         values = item.get("Values", [])
         if not isinstance(values, list) or not values or not all(isinstance(v, str) and v for v in values):
             raise TrailError(trail, f"{where}.DataResources[{position}].Values", "must be a non-empty list of ARNs")
