@@ -8,6 +8,14 @@ from pathlib import Path
 
 import pytest
 
+# Keep the caller's real AWS settings for the opt-in tests against a deployed stack
+# (tests/e2e/test_deployed.py); everything else runs on moto with fake credentials.
+for _name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+    if _name in os.environ:
+        os.environ.setdefault(f"OPENTRAIL_E2E_{_name}", os.environ[_name])
+if "AWS_REGION" in os.environ or "AWS_DEFAULT_REGION" in os.environ:
+    os.environ.setdefault("OPENTRAIL_E2E_REGION", os.environ.get("AWS_REGION") or os.environ["AWS_DEFAULT_REGION"])
+
 os.environ.update(
     {
         "AWS_ACCESS_KEY_ID": "testing",
