@@ -1,0 +1,115 @@
+"""Batcher: the scheduled function that turns buffered records into log files, and its ledger."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from infra.buffer import Buffer
+from infra.config import OpenTrailConfig
+from infra.function import BATCHER_HANDLER, create_function
+from infra.log_archive import LogArchive
+from infra.nag import acknowledge, acknowledge_kms_grants, arn_token
+from opentrail.domain.trail import Trail, trails_to_json
+from opentrail.settings import BatcherSettings
+
+LEDGER_TTL_ATTRIBUTE: Final = "expiresAt"
+SCHEDULED_INPUT: Final = {"action": "scheduled"}
+
+
+class Batcher(Construct):
+    """BatcherFunction on a ``rate(N minutes)`` schedule + the DeliveryLedger table."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: OpenTrailConfig,
+        buffer: Buffer,
+        archive: LogArchive,
+    ) -> None:
+        super().__init__(scope, construct_id)
+
+        self.ledger = dynamodb.Table(
+            self,
+            "DeliveryLedger",
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=archive.key,
+            time_to_live_attribute=LEDGER_TTL_ATTRIBUTE,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+        trail = Trail(name=config.trail_name, s3_key_prefix=config.s3_key_prefix)
+        self.function = create_function(
+            self,
+            "BatcherFunction",
+            config=config,
+            handler=BATCHER_HANDLER,
+            settings=BatcherSettings(
+                buffer_queue_url=buffer.queue.queue_url,
+                dead_letter_queue_url=buffer.dead_letter_queue.queue_url,
+                log_bucket=archive.bucket.bucket_name,
+                log_kms_key_arn=archive.key.key_arn,
+                ledger_table=self.ledger.table_name,
+                trails=trails_to_json([trail]),
+            ),
+            description="OpenTrail batcher: drains the buffer into CloudTrail log files",
+            timeout=Duration.seconds(config.batcher_timeout_seconds),
+            memory_size=1024,
+            # A failed tick is not retried: the next scheduled tick picks up the same messages.
+            retry_attempts=0,
+        )
+
+        buffer.queue.grant_consume_messages(self.function)
+        buffer.dead_letter_queue.grant_send_messages(self.function)
+        archive.key.grant_encrypt_decrypt(self.function)
+        self.ledger.grant_read_write_data(self.function)
+        acknowledge_kms_grants(self.function.role or self.function)
+        log_files = f"{config.s3_key_prefix}/AWSLogs/*" if config.s3_key_prefix else "AWSLogs/*"
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="WriteLogFiles",
+                # Put a file; Get/Head to check a retried put; Delete(Version) to roll back every
+                # version of a file whose batch was aborted (opentrail.adapters.log_store).
+                actions=["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:DeleteObjectVersion"],
+                resources=[archive.bucket.arn_for_objects(log_files)],
+            )
+        )
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="FindLogFileVersions",
+                # ListBucketVersions: find the versions to roll back. ListBucket: without it S3
+                # answers HeadObject on a missing key with 403 instead of 404.
+                actions=["s3:ListBucket", "s3:ListBucketVersions"],
+                resources=[archive.bucket.bucket_arn],
+            )
+        )
+
+        self.schedule = events.Rule(
+            self,
+            "Schedule",
+            description="OpenTrail: run the batcher",
+            schedule=events.Schedule.rate(Duration.minutes(config.batch_schedule_minutes)),
+            targets=[targets.LambdaFunction(self.function, event=events.RuleTargetInput.from_object(SCHEDULED_INPUT))],
+        )
+
+        acknowledge(
+            self.function.role or self.function,
+            {
+                f"AwsSolutions-IAM5[Resource::{arn_token(archive.bucket)}/{log_files}]": "Log file keys are generated "
+                "per delivery; the grant covers only the CloudTrail AWSLogs/ tree of the log bucket.",
+            },
+        )

@@ -1,0 +1,95 @@
+"""LogArchive: the project KMS key and the S3 bucket that holds CloudTrail log files."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from infra.config import OpenTrailConfig
+from infra.nag import acknowledge
+
+_STORAGE_CLASSES = {
+    "GLACIER_IR": s3.StorageClass.GLACIER_INSTANT_RETRIEVAL,
+    "GLACIER": s3.StorageClass.GLACIER,
+    "DEEP_ARCHIVE": s3.StorageClass.DEEP_ARCHIVE,
+    "STANDARD_IA": s3.StorageClass.INFREQUENT_ACCESS,
+    "INTELLIGENT_TIERING": s3.StorageClass.INTELLIGENT_TIERING,
+}
+
+
+class LogArchive(Construct):
+    """Customer-managed key (rotated, retained) + versioned, SSE-KMS, TLS-only log bucket.
+
+    The key also encrypts the buffer queues and the delivery ledger (the "project key").
+    Server access logs go to a separate SSE-S3 bucket (S3 cannot deliver access logs to a
+    bucket whose default encryption is SSE-KMS) unless ``accessLogging`` is false.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: OpenTrailConfig) -> None:
+        super().__init__(scope, construct_id)
+
+        self.key = kms.Key(
+            self,
+            "Key",
+            description="OpenTrail: log files, buffer queues and delivery ledger",
+            enable_key_rotation=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+        self.access_log_bucket: s3.Bucket | None = None
+        if config.access_logging:
+            self.access_log_bucket = s3.Bucket(
+                self,
+                "AccessLogBucket",
+                encryption=s3.BucketEncryption.S3_MANAGED,
+                block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+                enforce_ssl=True,
+                versioned=False,
+                object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+                lifecycle_rules=[
+                    s3.LifecycleRule(
+                        id="ExpireAccessLogs",
+                        expiration=Duration.days(config.access_log_expiration_days),
+                        abort_incomplete_multipart_upload_after=Duration.days(7),
+                    )
+                ],
+                removal_policy=RemovalPolicy.RETAIN,
+            )
+
+        self.bucket = s3.Bucket(
+            self,
+            "LogBucket",
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=self.key,
+            bucket_key_enabled=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            server_access_logs_bucket=self.access_log_bucket,
+            server_access_logs_prefix="log-bucket/" if self.access_log_bucket else None,
+            lifecycle_rules=[self._lifecycle(config)],
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        if not config.access_logging:
+            acknowledge(
+                self.bucket,
+                {"AwsSolutions-S1": f"Disabled by configuration: {config.access_logging_disabled_reason}"},
+            )
+
+    @staticmethod
+    def _lifecycle(config: OpenTrailConfig) -> s3.LifecycleRule:
+        return s3.LifecycleRule(
+            id="ArchiveLogFiles",
+            transitions=[
+                s3.Transition(
+                    storage_class=_STORAGE_CLASSES[config.log_transition_storage_class],
+                    transition_after=Duration.days(config.log_transition_days),
+                )
+            ],
+            expiration=Duration.days(config.log_expiration_days) if config.log_expiration_days else None,
+            noncurrent_version_expiration=Duration.days(config.noncurrent_version_expiration_days),
+            abort_incomplete_multipart_upload_after=Duration.days(7),
+        )
