@@ -83,6 +83,9 @@ class BatcherSettings(Settings):
     max_file_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, le=50 * 1024 * 1024)
     time_budget_margin_seconds: int = Field(default=20, ge=1, le=600)
     ledger_ttl_days: int = Field(default=400, ge=1)
+    # Long-poll the first receive of a run (a moment's wait avoids an empty scheduled run
+    # when messages are just arriving; tests and the demo set 0).
+    receive_wait_seconds: int = Field(default=1, ge=0, le=20)
 
     @field_validator("trails")
     @classmethod

@@ -1,4 +1,4 @@
-"""Powertools set-up shared by the capture handlers (one Logger/Tracer/Metrics per process).
+"""Powertools set-up shared by the handlers (one Logger/Tracer/Metrics per process).
 
 Service name and metrics namespace come from POWERTOOLS_SERVICE_NAME and
 POWERTOOLS_METRICS_NAMESPACE (see opentrail.settings.Settings).

@@ -1,0 +1,385 @@
+"""The batcher's delivery protocol: SQS bundles → CloudTrail log files, exactly once.
+
+The adapters (buffer, log store, ledger) are passed in; planning lives in
+`opentrail.domain.batch`. docs/batcher.md explains the protocol and its crash matrix.
+
+Per batch (up to ``max_batch_messages`` messages):
+
+1. plan: unpack each bundle (poison → DLQ now), read its lines, dedupe by eventID, stream
+   into per-(trail, account, region) log files; name them from the batch id;
+2. claim: one DynamoDB transaction writes the PENDING intent (all files, keys and hashes)
+   and one claim per bundle; if some bundle is already claimed, resolve the claiming
+   intent (DONE → drop the bundle and delete its message; PENDING past its owner's lease →
+   finalize it when all its files exist, otherwise abort it; ABORTED → finish its clean-up)
+   and plan again;
+3. write every file with If-None-Match: *;
+4. finalize: ledger items, then intent PENDING → DONE;
+5. delete the batch's messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import Enum
+from typing import Any, Final
+
+from aws_lambda_powertools import Logger
+
+from opentrail.adapters.buffer import Buffer, Message
+from opentrail.adapters.ledger import Claim, Ledger, LedgerError
+from opentrail.adapters.log_store import LogStore, LogStoreError
+from opentrail.domain.batch import (
+    MAX_FILES_PER_BATCH,
+    BatchPlan,
+    Intent,
+    PlannedFile,
+    PoisonRecord,
+    batch_id,
+    name_files,
+    read_bundle,
+)
+from opentrail.domain.bundle import BundleError, unpack
+from opentrail.domain.clock import Clock
+from opentrail.domain.log_file import MAX_COMPRESSED_BYTES
+from opentrail.domain.trail import Trail
+from opentrail.settings import BatcherSettings
+
+logger = Logger(child=True)
+
+_RECEIVE_MAX: Final = 10
+# Intents and claims outlive SQS's longest retention (14 days): any message that can still be
+# received finds the claim of its bundle.
+INTENT_TTL: Final = timedelta(days=15)
+# A claim whose intent is gone (TTL deleted the intent first) is stale after this long:
+# 2 × the longest visibility timeout the stack uses (6 × Lambda's 15-minute maximum).
+STALE_CLAIM_AFTER: Final = timedelta(hours=3)
+
+
+class Outcome(Enum):
+    DELIVERED = "delivered"  # the bundle is in a DONE batch: delete its message
+    RELEASED = "released"  # the claim is gone: the bundle can be claimed again now
+    BUSY = "busy"  # its owner may still be running: leave the message for later
+
+
+@dataclass(frozen=True)
+class BatcherConfig:
+    trails: tuple[Trail, ...]
+    bucket: str
+    max_batch_messages: int = 90
+    max_file_bytes: int = MAX_COMPRESSED_BYTES
+    time_budget_margin_seconds: int = 20
+    ledger_ttl_days: int = 400
+    max_files_per_batch: int = MAX_FILES_PER_BATCH
+    receive_wait_seconds: int = 1
+    intent_ttl: timedelta = INTENT_TTL
+    stale_claim_after: timedelta = STALE_CLAIM_AFTER
+    lease_skew: timedelta = timedelta(seconds=30)
+    max_claim_rounds: int = 5
+
+    @classmethod
+    def from_settings(cls, settings: BatcherSettings, **overrides: Any) -> BatcherConfig:
+        values: dict[str, Any] = {
+            "trails": settings.trail_list,
+            "bucket": settings.log_bucket,
+            "max_batch_messages": settings.max_batch_messages,
+            "max_file_bytes": settings.max_file_bytes,
+            "time_budget_margin_seconds": settings.time_budget_margin_seconds,
+            "ledger_ttl_days": settings.ledger_ttl_days,
+            "receive_wait_seconds": settings.receive_wait_seconds,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass
+class DrainSummary:
+    batches: int = 0  # batches this run delivered (intent DONE)
+    messages: int = 0  # messages deleted as delivered (including duplicates and already-delivered ones)
+    records: int = 0  # distinct records delivered
+    duplicates_dropped: int = 0  # records dropped because their eventID was already in the batch
+    duplicate_bundles: int = 0  # messages carrying a bundle already in the batch
+    unselected: int = 0  # records no trail selects
+    dead_lettered: int = 0
+    already_delivered: int = 0  # bundles found in a batch delivered earlier
+    deferred: int = 0  # bundles left for a later run (owner still running)
+    resolved_finalized: int = 0  # crashed batches this run completed
+    resolved_aborted: int = 0  # crashed batches this run aborted
+    aborted_by_others: int = 0  # own batches another run aborted (messages left for later)
+    failed_batches: int = 0
+    errors: list[str] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    stopped_by: str = "drained"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batches": self.batches,
+            "messages": self.messages,
+            "records": self.records,
+            "duplicatesDropped": self.duplicates_dropped,
+            "duplicateBundles": self.duplicate_bundles,
+            "unselected": self.unselected,
+            "deadLettered": self.dead_lettered,
+            "alreadyDelivered": self.already_delivered,
+            "deferred": self.deferred,
+            "resolvedFinalized": self.resolved_finalized,
+            "resolvedAborted": self.resolved_aborted,
+            "abortedByOthers": self.aborted_by_others,
+            "failedBatches": self.failed_batches,
+            "errors": list(self.errors),
+            "files": list(self.files),
+            "stoppedBy": self.stopped_by,
+        }
+
+
+class _Stop(Exception):
+    """The batch cannot go on this run (its messages come back after the visibility timeout)."""
+
+
+@dataclass
+class _Batch:
+    bundles: dict[str, list[Message]]  # bundle id → its messages (duplicates share a bundle id)
+    carry: list[Message] = field(default_factory=list)  # bundles left for the next batch of this run
+
+
+class Batcher:
+    def __init__(self, *, buffer: Buffer, log_store: LogStore, ledger: Ledger, config: BatcherConfig, clock: Clock):
+        self.buffer = buffer
+        self.log_store = log_store
+        self.ledger = ledger
+        self.config = config
+        self.clock = clock
+
+    # -- the drain loop -------------------------------------------------------------------
+
+    def drain(self, remaining_ms: Callable[[], int]) -> DrainSummary:
+        """Deliver batches until the buffer looks empty or the time budget is spent."""
+        summary = DrainSummary()
+        carry: list[Message] = []
+        first = True
+        margin_ms = self.config.time_budget_margin_seconds * 1000
+        while True:
+            if remaining_ms() <= margin_ms:
+                summary.stopped_by = "time"
+                summary.deferred += len({m.message_id for m in carry})
+                break
+            wanted = self.config.max_batch_messages - len(carry)
+            received = self._receive(wanted, first=first)
+            first = False
+            messages = carry + received
+            if not messages:
+                break
+            try:
+                carry = self._batch(messages, summary, remaining_ms)
+            except (LogStoreError, LedgerError, _Stop) as error:
+                summary.failed_batches += 1
+                summary.errors.append(str(error))
+                summary.stopped_by = "error"
+                logger.exception("batch failed; its messages return after the visibility timeout")
+                break
+            if len(received) < wanted and not carry:
+                break  # the buffer is (about) empty
+        return summary
+
+    def _receive(self, wanted: int, *, first: bool) -> list[Message]:
+        """Up to `wanted` messages in receives of 10. Only the run's first receive waits
+        (long polling asks every SQS server, so a small queue does not look empty)."""
+        messages: list[Message] = []
+        while len(messages) < wanted:
+            ask = min(_RECEIVE_MAX, wanted - len(messages))
+            wait = self.config.receive_wait_seconds if first and not messages else 0
+            got = self.buffer.receive(max_messages=ask, wait_seconds=wait)
+            messages.extend(got)
+            if len(got) < ask:
+                break
+        return messages
+
+    # -- one batch ----------------------------------------------------------------------
+
+    def _batch(self, messages: list[Message], summary: DrainSummary, remaining_ms: Callable[[], int]) -> list[Message]:
+        """Deliver one batch; returns messages left for the next batch of this run."""
+        batch = _Batch(bundles={})
+        for message in messages:
+            try:
+                bundle_id = unpack(message.body).bundle_id
+            except BundleError as error:
+                self._dead_letter([message], f"bundle: {error}", summary)
+                continue
+            batch.bundles.setdefault(bundle_id, []).append(message)
+        summary.duplicate_bundles += sum(len(m) - 1 for m in batch.bundles.values())
+
+        attempts: dict[str, int] = {}
+        for _ in range(self.config.max_claim_rounds):
+            if not batch.bundles:
+                return batch.carry
+            plan, planned, included = self._plan(batch, summary)
+            try:
+                if not planned:  # nothing any trail selects: nothing to deliver
+                    self._delete(batch, included, summary)
+                    summary.unselected += plan.unselected
+                    return batch.carry
+                bid = batch_id(included)
+                attempt = attempts.get(bid, 0)
+                now = self.clock()
+                intent = Intent(
+                    batch_id=bid,
+                    attempt=attempt,
+                    state="PENDING",
+                    files=tuple(
+                        name_files(
+                            planned,
+                            batch=bid,
+                            attempt=attempt,
+                            delivered_at=now,
+                            bucket=self.config.bucket,
+                            trails=self.config.trails,
+                        )
+                    ),
+                    bundle_ids=tuple(included),
+                    delivered_at=now,
+                    lease_until=now + timedelta(milliseconds=remaining_ms()) + self.config.lease_skew,
+                    expires_at=int((now + self.config.intent_ttl).timestamp()),
+                )
+                if self.ledger.claim(intent):
+                    self._deliver(intent, planned, batch, summary)
+                    summary.records += plan.records
+                    summary.duplicates_dropped += plan.duplicates
+                    summary.unselected += plan.unselected
+                    return batch.carry
+            finally:
+                for item in planned:
+                    item.log_file.body.close()
+            self._resolve_conflicts(intent, batch, attempts, summary)
+        raise _Stop(f"batch not claimed after {self.config.max_claim_rounds} rounds")
+
+    def _plan(self, batch: _Batch, summary: DrainSummary) -> tuple[BatchPlan, list[PlannedFile], list[str]]:
+        plan = BatchPlan(
+            self.config.trails, max_file_bytes=self.config.max_file_bytes, max_files=self.config.max_files_per_batch
+        )
+        included: list[str] = []
+        for bundle_id in sorted(batch.bundles):
+            messages = batch.bundles[bundle_id]
+            try:
+                lines = read_bundle(unpack(messages[0].body).lines, self.config.trails)
+            except (BundleError, PoisonRecord) as error:
+                del batch.bundles[bundle_id]
+                self._dead_letter(messages, f"record: {error}", summary)
+                continue
+            if not plan.fits(lines):
+                batch.carry.extend(batch.bundles.pop(bundle_id))
+                continue
+            plan.add(lines)
+            included.append(bundle_id)
+        return plan, plan.finish(), included
+
+    def _deliver(self, intent: Intent, planned: list[PlannedFile], batch: _Batch, summary: DrainSummary) -> None:
+        for file, item in zip(intent.files, planned, strict=True):
+            self.log_store.put_new(file.key, item.log_file.body, file.compressed_bytes)
+        state = self.ledger.finalize(intent, ttl_days=self.config.ledger_ttl_days)
+        if state != "DONE":
+            # Another run aborted this batch (it judged this run dead): undo, keep the messages.
+            for file in intent.files:
+                self.log_store.remove(file.key)
+            summary.aborted_by_others += 1
+            logger.warning("batch aborted by another run", extra={"batchId": intent.batch_id})
+            batch.bundles.clear()
+            return
+        self._delete(batch, list(intent.bundle_ids), summary)
+        summary.batches += 1
+        summary.files.extend(
+            {"bucket": f.bucket, "key": f.key, "records": f.record_count, "bytes": f.compressed_bytes}
+            for f in intent.files
+        )
+        logger.info(
+            "batch delivered",
+            extra={"batchId": intent.batch_id, "attempt": intent.attempt, "files": len(intent.files)},
+        )
+
+    def _delete(self, batch: _Batch, bundle_ids: list[str], summary: DrainSummary) -> None:
+        messages = [m for b in bundle_ids for m in batch.bundles.pop(b, [])]
+        self.buffer.delete(messages)
+        summary.messages += len(messages)
+
+    def _dead_letter(self, messages: list[Message], reason: str, summary: DrainSummary) -> None:
+        for message in messages:
+            logger.warning(
+                "poison message to the dead-letter queue", extra={"messageId": message.message_id, "reason": reason}
+            )
+            self.buffer.dead_letter(message, reason)
+            summary.dead_lettered += 1
+
+    # -- conflicts --------------------------------------------------------------------------
+
+    def _resolve_conflicts(
+        self, intent: Intent, batch: _Batch, attempts: dict[str, int], summary: DrainSummary
+    ) -> None:
+        """The claim was refused: find out why and clear the way for the next round."""
+        claims = self.ledger.get_claims(intent.bundle_ids)
+        outcomes: dict[tuple[str, int], Outcome] = {}
+        for bundle_id, claim in sorted(claims.items()):
+            key = (claim.batch_id, claim.attempt)
+            if key not in outcomes:
+                outcomes[key] = self._resolve_claim(claim, summary)
+                if outcomes[key] is Outcome.RELEASED and claim.batch_id == intent.batch_id:
+                    attempts[intent.batch_id] = claim.attempt + 1
+            outcome = outcomes[key]
+            if outcome is Outcome.DELIVERED:
+                summary.already_delivered += 1
+                self._delete(batch, [bundle_id], summary)
+            elif outcome is Outcome.BUSY:
+                summary.deferred += 1
+                batch.bundles.pop(bundle_id, None)  # not deleted: it comes back after the visibility timeout
+        if claims:
+            return
+        # No bundle is claimed: our own intent (an earlier attempt of this very batch) is in the way.
+        own = self.ledger.get_intent(intent.batch_id)
+        if own is None:
+            return  # a concurrent transaction; plan and try again
+        outcome = self._resolve_intent(own, summary)
+        if outcome is Outcome.DELIVERED:
+            summary.already_delivered += len(intent.bundle_ids)
+            self._delete(batch, list(intent.bundle_ids), summary)
+        elif outcome is Outcome.BUSY:
+            summary.deferred += len(intent.bundle_ids)
+            for bundle_id in intent.bundle_ids:
+                batch.bundles.pop(bundle_id, None)
+        else:
+            attempts[intent.batch_id] = own.attempt + 1
+
+    def _resolve_claim(self, claim: Claim, summary: DrainSummary) -> Outcome:
+        owner = self.ledger.get_intent(claim.batch_id)
+        if owner is None:
+            # The intent expired before its claim (TTL deletes in no set order).
+            if self.clock() >= claim.created_at + self.config.stale_claim_after:
+                self.ledger.release_claim(claim)
+                return Outcome.RELEASED
+            return Outcome.BUSY
+        if owner.attempt != claim.attempt:
+            # A claim of an aborted attempt whose clean-up stopped half-way.
+            self.ledger.release_claim(claim)
+            return Outcome.RELEASED
+        return self._resolve_intent(owner, summary)
+
+    def _resolve_intent(self, owner: Intent, summary: DrainSummary) -> Outcome:
+        if owner.state == "DONE":
+            return Outcome.DELIVERED
+        if owner.state == "PENDING":
+            if self.clock() < owner.lease_until:
+                return Outcome.BUSY  # its run may still be writing
+            if all(self.log_store.exists(f.key) for f in owner.files):
+                state = self.ledger.finalize(owner, ttl_days=self.config.ledger_ttl_days)
+                if state == "DONE":
+                    summary.resolved_finalized += 1
+                    logger.warning("finalized a crashed batch", extra={"batchId": owner.batch_id})
+                    return Outcome.DELIVERED
+            elif self.ledger.abort(owner) == "DONE":
+                return Outcome.DELIVERED
+            summary.resolved_aborted += 1
+            logger.warning("aborted a crashed batch", extra={"batchId": owner.batch_id, "attempt": owner.attempt})
+        # ABORTED: remove its files, then its ledger items and claims (claims last, so a
+        # crash here leaves a claim that leads the next run back to finish the clean-up).
+        for file in owner.files:
+            self.log_store.remove(file.key)
+        self.ledger.release(owner, ttl_days=self.config.ledger_ttl_days)
+        return Outcome.RELEASED

@@ -1,0 +1,89 @@
+"""BatcherFunction: drains the SQS buffer into CloudTrail log files (docs/batcher.md).
+
+Invoked by an EventBridge schedule (every 1-5 minutes) or directly with
+``{"action": "flush"}`` for an on-demand flush; both drain the buffer within the time
+budget (remaining time minus ``TIME_BUDGET_MARGIN_SECONDS``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from opentrail.adapters.buffer import Buffer
+from opentrail.adapters.ledger import Ledger
+from opentrail.adapters.log_store import LogStore
+from opentrail.delivery import Batcher, BatcherConfig
+from opentrail.domain.clock import Clock, system_clock
+from opentrail.handlers._common import logger, metrics, tracer
+from opentrail.settings import BatcherSettings
+
+# "scheduled" comes from the EventBridge schedule (infra), "flush" from a direct invocation;
+# both drain the buffer. A raw EventBridge scheduled event (no "action") does the same.
+ACTIONS = frozenset({"scheduled", "flush"})
+
+
+@lru_cache(maxsize=1)
+def _settings() -> BatcherSettings:
+    return BatcherSettings.from_env()
+
+
+@lru_cache(maxsize=4)
+def _adapters(settings: BatcherSettings) -> tuple[Buffer, LogStore, Ledger]:
+    return (
+        Buffer(settings.buffer_queue_url, dead_letter_queue_url=settings.dead_letter_queue_url),
+        LogStore(settings.log_bucket, settings.log_kms_key_arn),
+        Ledger(settings.ledger_table),
+    )
+
+
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+@logger.inject_lambda_context
+def handler(
+    event: dict[str, Any],
+    context: Any,
+    *,
+    buffer: Buffer | None = None,
+    log_store: LogStore | None = None,
+    ledger: Ledger | None = None,
+    settings: BatcherSettings | None = None,
+    clock: Clock | None = None,
+) -> dict[str, Any]:
+    action = (event or {}).get("action")
+    if action is not None and action not in ACTIONS:
+        raise ValueError(f"action: must be one of {sorted(ACTIONS)}, got {action!r}")
+    settings = settings or _settings()
+    if buffer is None or log_store is None or ledger is None:
+        default_buffer, default_store, default_ledger = _adapters(settings)
+        buffer = buffer or default_buffer
+        log_store = log_store or default_store
+        ledger = ledger or default_ledger
+    batcher = Batcher(
+        buffer=buffer,
+        log_store=log_store,
+        ledger=ledger,
+        config=BatcherConfig.from_settings(settings),
+        clock=clock or system_clock,
+    )
+    summary = batcher.drain(context.get_remaining_time_in_millis).to_dict()
+
+    metrics.add_metric(name="BatchesDelivered", unit=MetricUnit.Count, value=summary["batches"])
+    metrics.add_metric(name="MessagesDeleted", unit=MetricUnit.Count, value=summary["messages"])
+    metrics.add_metric(name="RecordsDelivered", unit=MetricUnit.Count, value=summary["records"])
+    metrics.add_metric(name="FilesWritten", unit=MetricUnit.Count, value=len(summary["files"]))
+    metrics.add_metric(name="BytesWritten", unit=MetricUnit.Bytes, value=sum(f["bytes"] for f in summary["files"]))
+    metrics.add_metric(name="DuplicatesDropped", unit=MetricUnit.Count, value=summary["duplicatesDropped"])
+    metrics.add_metric(name="DeadLettered", unit=MetricUnit.Count, value=summary["deadLettered"])
+    metrics.add_metric(
+        name="CrashedBatchesResolved",
+        unit=MetricUnit.Count,
+        value=summary["resolvedFinalized"] + summary["resolvedAborted"],
+    )
+    metrics.add_metric(name="BatchesFailed", unit=MetricUnit.Count, value=summary["failedBatches"])
+    log = {k: v for k, v in summary.items() if k != "files"}
+    log["fileCount"] = len(summary["files"])
+    logger.info("batcher run", extra={"summary": log, "action": action or "scheduled"})
+    return summary
