@@ -184,7 +184,13 @@ def test_string_fields_over_1_kb_are_truncated_as_cloudtrail_does(field: str) ->
     record = normalize(minimal(**{field: "é" * 1000}), CONTEXT, now=NOW)
 
     assert len(record[field].encode("utf-8")) <= 1024
-    assert record[field] == "é" * 512
+    assert record[field] == "é" * 510 + "..."
+
+
+def test_values_cloudtrail_already_truncated_are_kept() -> None:
+    already_cut = "x" * 1023 + "..."  # as in real CloudTrail logs (1,026 bytes)
+
+    assert normalize(minimal(errorMessage=already_cut), CONTEXT, now=NOW)["errorMessage"] == already_cut
 
 
 @pytest.mark.parametrize(
@@ -233,7 +239,7 @@ def test_insight_events_need_insight_details_and_no_identity() -> None:
 
 
 def test_truncate_utf8_never_splits_a_character() -> None:
-    assert truncate_utf8("aé", 2) == "a"
+    assert truncate_utf8("aéééé", 6) == "aé..."
     assert truncate_utf8("abc", 3) == "abc"
 
 

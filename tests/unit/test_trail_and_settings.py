@@ -150,3 +150,27 @@ def test_ingest_settings_parse_channel_list() -> None:
     settings = IngestSettings(buffer_queue_url="q", channel_arns="arn:a , arn:b,")
 
     assert settings.channels == frozenset({"arn:a", "arn:b"})
+
+
+def test_bucket_level_data_events_match_whole_bucket_selectors() -> None:
+    list_objects = {
+        "eventCategory": "Data",
+        "eventSource": "s3.amazonaws.com",
+        "readOnly": True,
+        "resources": [
+            {"ARNPrefix": "arn:aws:s3:::acme-reports/", "type": "AWS::S3::Object"},
+            {"ARN": "arn:aws:s3:::acme-reports", "accountId": "111122223333", "type": "AWS::S3::Bucket"},
+        ],
+    }
+    whole_bucket = trail(DataResources=[{"Type": "AWS::S3::Object", "Values": ["arn:aws:s3:::acme-reports/"]}])
+    prefix_only = trail(DataResources=[{"Type": "AWS::S3::Object", "Values": ["arn:aws:s3:::acme-reports/2026/"]}])
+
+    assert whole_bucket.selects(list_objects)
+    assert not prefix_only.selects(list_objects)
+
+
+def test_all_resources_values_select_by_service() -> None:
+    all_lambda = trail(DataResources=[{"Type": "AWS::Lambda::Function", "Values": ["arn:aws:lambda"]}])
+
+    assert all_lambda.selects({**LAMBDA_DATA, "eventSource": "lambda.amazonaws.com"})
+    assert not all_lambda.selects({**S3_DATA, "eventSource": "s3.amazonaws.com"})

@@ -8,7 +8,7 @@ size limits.
 
 Size limits (documented in docs/record.md):
 * string fields CloudTrail truncates (``userAgent``, ``errorCode``, ``errorMessage``,
-  ``requestID``; 1 KB) are truncated the same way, on a UTF-8 character boundary;
+  ``requestID``; 1 KB) are cut the same way, ending in "...", on a UTF-8 character boundary;
 * object fields over their cap (``requestParameters``/``responseElements``/
   ``serviceEventDetails`` 100 KB, ``additionalEventData``/``edgeDeviceDetails`` 28 KB)
   and records over 256 KB are rejected with a `RecordError`, because cutting JSON
@@ -112,12 +112,22 @@ def json_size(value: object) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
 
 
+TRUNCATION_MARK: Final = "..."
+
+
 def truncate_utf8(text: str, max_bytes: int) -> str:
-    """Cut to at most `max_bytes` UTF-8 bytes without splitting a character."""
+    """Cut to at most `max_bytes` UTF-8 bytes, ending in "...", without splitting a character.
+
+    CloudTrail marks its cuts with "..." and its records carry up to `max_bytes` + 3 bytes
+    (seen in real logs: 1,026-byte errorMessages); such already-cut values are kept as they are.
+    """
     encoded = text.encode("utf-8")
     if len(encoded) <= max_bytes:
         return text
-    return encoded[:max_bytes].decode("utf-8", errors="ignore")
+    if text.endswith(TRUNCATION_MARK) and len(encoded) <= max_bytes + len(TRUNCATION_MARK):
+        return text
+    kept = encoded[: max_bytes - len(TRUNCATION_MARK)].decode("utf-8", errors="ignore")
+    return kept + TRUNCATION_MARK
 
 
 def new_event_id() -> str:

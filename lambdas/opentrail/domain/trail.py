@@ -17,6 +17,12 @@ ReadWriteType = Literal["ReadOnly", "WriteOnly", "All"]
 DEFAULT_TRAIL_NAME: Final = "opentrail"
 _TRAIL_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|[._-](?=[A-Za-z0-9])){1,126}[A-Za-z0-9]$")
 _DATA_RESOURCE_TYPES: Final = frozenset({"AWS::S3::Object", "AWS::Lambda::Function", "AWS::DynamoDB::Table"})
+# The "every resource of this type" values, and the event source each one stands for.
+_ALL_RESOURCES: Final = {
+    "arn:aws:s3": "s3.amazonaws.com",
+    "arn:aws:lambda": "lambda.amazonaws.com",
+    "arn:aws:dynamodb": "dynamodb.amazonaws.com",
+}
 
 
 class TrailError(ValueError):
@@ -33,17 +39,20 @@ class DataResource:
     values: tuple[str, ...]
 
     def matches(self, record: Mapping[str, Any]) -> bool:
+        source = record.get("eventSource")
+        if any(value in _ALL_RESOURCES and _ALL_RESOURCES[value] == source for value in self.values):
+            return True
         for resource in record.get("resources") or ():
-            if resource.get("type") != self.type:
-                continue
-            arn = str(resource.get("ARN", ""))
-            for value in self.values:
-                if value in ("arn:aws:s3", "arn:aws:lambda", "arn:aws:dynamodb"):
+            kind = resource.get("type")
+            # ListObjects and friends name the objects by prefix (ARNPrefix) and the bucket.
+            arn = str(resource.get("ARN") or resource.get("ARNPrefix") or "")
+            if self.type == "AWS::S3::Object":
+                if kind == "AWS::S3::Object" and any(arn.startswith(value) for value in self.values):
                     return True
-                if self.type == "AWS::S3::Object" and arn.startswith(value):
+                if kind == "AWS::S3::Bucket" and any(f"{arn}/" == value for value in self.values):
                     return True
-                if arn == value:
-                    return True
+            elif kind == self.type and arn in self.values:
+                return True
         return False
 
 
