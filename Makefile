@@ -30,7 +30,7 @@ $(NODE_STAMP): package.json package-lock.json
 demo: install
 	$(VENV)/bin/opentrail demo $(ARGS)
 
-test: install lint typecheck
+test: install lint typecheck synth
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 unit: install
