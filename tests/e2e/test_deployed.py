@@ -13,7 +13,6 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +24,7 @@ STACK = os.environ.get("OPENTRAIL_E2E_STACK", "")
 
 
 @pytest.fixture(scope="module")
-def deployed() -> Iterator[dict[str, Any]]:
+def deployed() -> dict[str, Any]:
     if not STACK:
         pytest.skip("set OPENTRAIL_E2E_STACK=<stack name> to run tests against a deployed stack")
     import boto3
@@ -46,7 +45,7 @@ def deployed() -> Iterator[dict[str, Any]]:
     except (BotoCoreError, ClientError) as error:
         pytest.skip(f"no usable AWS credentials or stack {STACK!r}: {error}")
     outputs = {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
-    yield {"session": session, "outputs": outputs}
+    return {"session": session, "outputs": outputs}
 
 
 def test_deployed_put_audit_events_reaches_the_log_bucket(deployed: dict[str, Any]) -> None:

@@ -1,0 +1,608 @@
+"""`opentrail demo`: the whole pipeline, in-process, over embedded moto, in simulated time.
+
+Inside ``moto.mock_aws()`` (no network, no AWS account), the demo creates the stack's
+resources (`opentrail.local.resources.provision`), generates a workload
+(`opentrail.local.workload.generate`) and walks simulated time minute by minute:
+
+* each minute's application events go to the real ingest handler as PutAuditEvents
+  requests (API Gateway proxy events, up to 100 events per request);
+* AWS API calls (and some application events) go to the real EventBridge capture handler,
+  one envelope per invocation, as EventBridge delivers them;
+* the orders function's own AWS calls go through `opentrail.producer.emit`;
+* every `batch_every_minutes` simulated minutes the real batcher runs with the simulated
+  clock, so delivery times and S3 keys follow simulated time.
+
+Then it reads the bucket back and reports what was delivered (and checks that every
+generated event was delivered exactly once), and optionally exports the bucket.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TextIO
+
+from opentrail.local.workload import (
+    DEFAULT_EVENTS,
+    DEFAULT_HOURS,
+    DEFAULT_SEED,
+    PATHS,
+    Workload,
+    WorkloadEvent,
+    generate,
+)
+
+MAX_EVENTS_PER_REQUEST = 100
+MAX_REQUEST_BYTES = 900_000  # PutAuditEvents allows 1 MB; keep a margin
+DEFAULT_BATCH_EVERY_MINUTES = 5
+# The demo's trail: management events plus Lambda data events (the workload's Invoke calls),
+# in CloudTrail's PutEventSelectors shape.
+DEMO_TRAILS_JSON = json.dumps(
+    [
+        {
+            "Name": "opentrail",
+            "EventSelectors": [
+                {
+                    "ReadWriteType": "All",
+                    "IncludeManagementEvents": True,
+                    "DataResources": [{"Type": "AWS::Lambda::Function", "Values": ["arn:aws:lambda"]}],
+                }
+            ],
+        }
+    ]
+)
+SAMPLE_EVENT_NAMES = ("RunInstances", "CreateUser", "AttachUserPolicy", "RefundOrder")
+
+# Environment for the embedded AWS: fake credentials, one region, no profile or endpoint
+# that could send a request anywhere, Powertools quiet (no EMF or INFO logs on stdout).
+_DEMO_ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+    "POWERTOOLS_LOG_LEVEL": "WARNING",
+}
+_REMOVED_ENVIRONMENT = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+)
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    events: int = DEFAULT_EVENTS
+    hours: float = DEFAULT_HOURS
+    seed: int = DEFAULT_SEED
+    export: Path | None = None
+    quiet: bool = False
+    batch_every_minutes: int = DEFAULT_BATCH_EVERY_MINUTES
+
+
+@dataclass(frozen=True)
+class DeliveredFile:
+    key: str
+    account_id: str
+    region: str
+    records: int
+    bytes: int
+
+
+@dataclass
+class DemoReport:
+    workload: Workload
+    bucket: str = ""
+    sent: Counter[str] = field(default_factory=Counter)  # events per capture path
+    calls: Counter[str] = field(default_factory=Counter)  # handler invocations per capture path
+    rejected: list[str] = field(default_factory=list)  # capture failures, one line each
+    batcher_runs: int = 0
+    batcher_totals: Counter[str] = field(default_factory=Counter)
+    files: list[DeliveredFile] = field(default_factory=list)
+    event_ids: Counter[str] = field(default_factory=Counter)
+    sample: dict[str, Any] | None = None
+    buffer_depth: int = 0
+    dead_letter_depth: int = 0
+    exported: int | None = None
+    elapsed_seconds: float = 0.0
+
+    @property
+    def generated(self) -> int:
+        return len(self.workload.events)
+
+    @property
+    def records(self) -> int:
+        return sum(item.records for item in self.files)
+
+    @property
+    def compressed_bytes(self) -> int:
+        return sum(item.bytes for item in self.files)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(count - 1 for count in self.event_ids.values() if count > 1)
+
+    @property
+    def ok(self) -> bool:
+        """Every generated event delivered exactly once, nothing left in the buffer or DLQ."""
+        return (
+            not self.rejected
+            and self.records == self.generated
+            and len(self.event_ids) == self.generated
+            and self.duplicates == 0
+            and self.buffer_depth == 0
+            and self.dead_letter_depth == 0
+        )
+
+
+@contextmanager
+def demo_environment() -> Iterator[None]:
+    """Set the embedded-AWS environment for the duration; restore the caller's afterwards."""
+    saved = {name: os.environ.get(name) for name in (*_DEMO_ENVIRONMENT, *_REMOVED_ENVIRONMENT)}
+    os.environ.update(_DEMO_ENVIRONMENT)
+    for name in _REMOVED_ENVIRONMENT:
+        os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextmanager
+def _quiet_powertools() -> Iterator[None]:
+    """The handlers' shared Logger may exist already (imported earlier at INFO): quieten it,
+    and ignore Powertools' warning about runs that add no metric."""
+    from opentrail.handlers._common import logger
+
+    level = logger.log_level
+    logger.setLevel("WARNING")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="No application metrics to publish")
+            yield
+    finally:
+        logger.setLevel(level)
+        _clear_metrics()
+
+
+def _clear_metrics() -> None:
+    """With metrics disabled Powertools keeps adding values and prints them as EMF once
+    100 pile up; drop them after every invocation instead (all instances share the store)."""
+    from opentrail.handlers._common import metrics
+
+    metrics.clear_metrics()
+
+
+@contextmanager
+def moto_transactions_snapshot_once() -> Iterator[None]:
+    """Make moto's DynamoDB TransactWriteItems take one rollback snapshot per table.
+
+    moto 5.2 deep-copies the whole table once per *item* of a transaction, before applying
+    any of them; every copy is identical, so keeping the first changes nothing but the cost,
+    which otherwise grows with (ledger items x items per transaction) and dominates the demo.
+    A no-op when moto's internals are not what this expects.
+    """
+    try:
+        import moto.dynamodb.models as models
+        from moto.dynamodb.models import DynamoDBBackend
+        from moto.dynamodb.models.table import Table
+    except ImportError:  # pragma: no cover - another moto layout
+        yield
+        return
+    real_copy: Any = getattr(models, "copy", None)
+    original = getattr(DynamoDBBackend, "transact_write_items", None)
+    if real_copy is None or original is None:  # pragma: no cover
+        yield
+        return
+
+    class _SnapshotOnce:
+        cache: dict[int, Any] | None = None
+
+        def deepcopy(self, value: Any, memo: Any = None) -> Any:
+            if self.cache is None or not isinstance(value, Table):
+                return real_copy.deepcopy(value, memo)
+            if id(value) not in self.cache:
+                self.cache[id(value)] = real_copy.deepcopy(value, memo)
+            return self.cache[id(value)]
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real_copy, name)
+
+    shim = _SnapshotOnce()
+
+    def transact_write_items(self: Any, transact_items: Any) -> Any:
+        shim.cache = {}
+        try:
+            return original(self, transact_items)
+        finally:
+            shim.cache = None
+
+    setattr(models, "copy", shim)  # noqa: B010 - moto does not export the name
+    setattr(DynamoDBBackend, "transact_write_items", transact_write_items)  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(models, "copy", real_copy)  # noqa: B010
+        setattr(DynamoDBBackend, "transact_write_items", original)  # noqa: B010
+
+
+def run_demo(options: DemoOptions | None = None, *, out: TextIO | None = None) -> DemoReport:
+    """Run the demo and print as it goes (to `out`, default stdout); returns the report."""
+    options = options or DemoOptions()
+    out = out or sys.stdout
+    started = time.monotonic()
+    workload = generate(options.events, options.hours, options.seed)
+    report = DemoReport(workload=workload)
+    with demo_environment():
+        from moto import mock_aws
+
+        with mock_aws(), moto_transactions_snapshot_once(), _quiet_powertools():
+            _Pipeline(workload, options, report, out).run()
+    report.elapsed_seconds = time.monotonic() - started
+    _print_summary(report, options, out)
+    return report
+
+
+class _Pipeline:
+    def __init__(self, workload: Workload, options: DemoOptions, report: DemoReport, out: TextIO) -> None:
+        import boto3
+
+        from opentrail.adapters.buffer import Buffer
+        from opentrail.adapters.ledger import Ledger
+        from opentrail.adapters.log_store import LogStore
+        from opentrail.local.context import LocalContext
+        from opentrail.local.resources import BATCHER_TIMEOUT_SECONDS, provision
+        from opentrail.local.simclock import SimulatedClock
+
+        self.workload = workload
+        self.options = options
+        self.report = report
+        self.out = out
+        self.resources = provision()
+        report.bucket = self.resources.log_bucket
+        region = self.resources.region
+        self.s3 = boto3.client("s3", region_name=region)
+        self.sqs = boto3.client("sqs", region_name=region)
+        self.buffer = Buffer(
+            self.resources.buffer_queue_url,
+            dead_letter_queue_url=self.resources.dead_letter_queue_url,
+            client=self.sqs,
+        )
+        self.clock = SimulatedClock(workload.start)
+        account = self.resources.account_id
+        self.ingest_context = LocalContext(function_name="opentrail-ingest", account_id=account, region=region)
+        self.eventbridge_context = LocalContext(
+            function_name="opentrail-eventbridge", account_id=account, region=region
+        )
+        self.batcher_timeout = float(BATCHER_TIMEOUT_SECONDS)
+        self.ingest_settings = self.resources.ingest_settings().model_copy(update={"log_level": "WARNING"})
+        self.eventbridge_settings = self.resources.eventbridge_capture_settings().model_copy(
+            update={"log_level": "WARNING"}
+        )
+        self.batcher_settings = self.resources.batcher_settings(
+            # no long poll: moto's queue is in-process and a real-time wait means nothing in simulated time
+            log_level="WARNING",
+            trails=DEMO_TRAILS_JSON,
+            receive_wait_seconds=0,
+        )
+        self.log_store = LogStore(self.resources.log_bucket, self.resources.kms_key_arn, client=self.s3)
+        self.ledger = Ledger(self.resources.ledger_table, client=boto3.client("dynamodb", region_name=region))
+
+    # -- the walk through simulated time ------------------------------------------------
+
+    def run(self) -> None:
+        workload, options = self.workload, self.options
+        minutes = max(1, math.ceil((workload.end - workload.start).total_seconds() / 60))
+        per_minute: dict[int, list[WorkloadEvent]] = defaultdict(list)
+        for event in workload.events:
+            per_minute[int((event.at - workload.start).total_seconds() // 60)].append(event)
+        every = max(1, options.batch_every_minutes)
+        hour_sent: Counter[str] = Counter()
+        hour_files = 0
+        if not options.quiet:
+            self._print_header(minutes)
+        for minute in range(minutes):
+            self.clock.advance_to(workload.start + timedelta(minutes=minute + 1))
+            events = per_minute.get(minute, [])
+            self._capture(events)
+            hour_sent.update(event.path for event in events)
+            last = minute == minutes - 1
+            if (minute + 1) % every == 0 or last:
+                hour_files += self._batch("flush" if last else None)
+            if (minute + 1) % 60 == 0 or last:
+                if not options.quiet:
+                    self._print_progress(minute + 1, hour_sent, hour_files)
+                hour_sent, hour_files = Counter(), 0
+        for _ in range(5):  # drain anything the last run left (it should leave nothing)
+            if self.buffer.depth() == 0:
+                break
+            self._batch("flush")
+        self._collect()
+
+    def _capture(self, events: Sequence[WorkloadEvent]) -> None:
+        by_path: dict[str, list[WorkloadEvent]] = defaultdict(list)
+        for event in events:
+            by_path[event.path].append(event)
+        if by_path["ingest"]:
+            self._put_audit_events(by_path["ingest"])
+        for event in by_path["eventbridge"]:
+            self._eventbridge(event)
+        if by_path["producer"]:
+            self._emit(by_path["producer"])
+
+    def _put_audit_events(self, events: Sequence[WorkloadEvent]) -> None:
+        from opentrail.domain.audit_events import checksum_of
+        from opentrail.handlers import ingest
+
+        for chunk in _requests(events):
+            audit_events = []
+            for event in chunk:
+                data = json.dumps(event.event_data(), separators=(",", ":"))
+                audit_events.append({"id": event.uid, "eventData": data, "eventDataChecksum": checksum_of(data)})
+            proxy_event = ingest.api_gateway_event(
+                body=json.dumps({"auditEvents": audit_events}),
+                channel_arn=self.resources.channel_arn,
+                caller_account_id=self.resources.account_id,
+                caller_arn=f"arn:aws:iam::{self.resources.account_id}:role/orders-audit-forwarder",
+            )
+            response = ingest.handler(
+                proxy_event, self.ingest_context, buffer=self.buffer, settings=self.ingest_settings, clock=self.clock
+            )
+            _clear_metrics()
+            self.report.calls["ingest"] += 1
+            if response.get("statusCode") != 200:
+                self.report.rejected.append(f"PutAuditEvents HTTP {response.get('statusCode')}: {response.get('body')}")
+                continue
+            body = json.loads(response["body"])
+            self.report.sent["ingest"] += len(body["successful"])
+            for failure in body["failed"]:
+                self.report.rejected.append(
+                    f"PutAuditEvents {failure['id']}: {failure['errorCode']}: {failure['errorMessage']}"
+                )
+
+    def _eventbridge(self, event: WorkloadEvent) -> None:
+        from opentrail.handlers import eventbridge_capture
+
+        self.report.calls["eventbridge"] += 1
+        try:
+            eventbridge_capture.handler(
+                event.eventbridge_envelope(),
+                self.eventbridge_context,
+                buffer=self.buffer,
+                settings=self.eventbridge_settings,
+                clock=self.clock,
+            )
+        except Exception as error:
+            self.report.rejected.append(f"EventBridge {event.uid}: {type(error).__name__}: {error}")
+        else:
+            self.report.sent["eventbridge"] += 1
+        finally:
+            _clear_metrics()
+
+    def _emit(self, events: Sequence[WorkloadEvent]) -> None:
+        from opentrail.producer import emit
+
+        by_region: dict[str, list[WorkloadEvent]] = defaultdict(list)
+        for event in events:
+            by_region[event.region].append(event)
+        for region, group in sorted(by_region.items()):
+            self.report.calls["producer"] += 1
+            try:
+                ids = emit(
+                    [event.producer_record() for event in group],
+                    buffer=self.buffer,
+                    clock=self.clock,
+                    account_id=self.resources.account_id,
+                    region=region,
+                )
+            except Exception as error:
+                self.report.rejected.append(f"producer.emit ({len(group)} records): {type(error).__name__}: {error}")
+            else:
+                self.report.sent["producer"] += len(ids)
+
+    def _batch(self, action: str | None) -> int:
+        """One batcher invocation: a scheduled run, or "flush" on demand."""
+        from opentrail.handlers import batcher
+        from opentrail.local.context import LocalContext
+
+        context = LocalContext(
+            function_name="opentrail-batcher",
+            account_id=self.resources.account_id,
+            region=self.resources.region,
+            timeout_seconds=self.batcher_timeout,
+        )
+        summary = batcher.handler(
+            {"action": action or "scheduled"},
+            context,
+            buffer=self.buffer,
+            log_store=self.log_store,
+            ledger=self.ledger,
+            settings=self.batcher_settings,
+            clock=self.clock,
+        )
+        _clear_metrics()
+        self.report.batcher_runs += 1
+        for name in ("batches", "messages", "records", "duplicatesDropped", "deadLettered"):
+            self.report.batcher_totals[name] += int(summary.get(name, 0) or 0)
+        files = summary.get("files") or []
+        self.report.batcher_totals["files"] += len(files)
+        return len(files)
+
+    # -- what was delivered ---------------------------------------------------------------
+
+    def _collect(self) -> None:
+        report = self.report
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=report.bucket):
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                if not key.endswith(".json.gz") or "/CloudTrail/" not in key:
+                    continue
+                body = self.s3.get_object(Bucket=report.bucket, Key=key)["Body"].read()
+                records = json.loads(gzip.decompress(body))["Records"]
+                parts = key.split("/")
+                at = parts.index("CloudTrail")
+                report.files.append(
+                    DeliveredFile(
+                        key=key, account_id=parts[at - 1], region=parts[at + 1], records=len(records), bytes=len(body)
+                    )
+                )
+                report.event_ids.update(str(record.get("eventID")) for record in records)
+                if report.sample is None or report.sample.get("eventName") not in SAMPLE_EVENT_NAMES:
+                    report.sample = _pick_sample(records) or report.sample
+        report.files.sort(key=lambda item: item.key)
+        report.buffer_depth = self.buffer.depth()
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=self.resources.dead_letter_queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        report.dead_letter_depth = int(attributes["ApproximateNumberOfMessages"]) + int(
+            attributes["ApproximateNumberOfMessagesNotVisible"]
+        )
+        if self.options.export is not None:
+            from opentrail.local.export import export_bucket
+
+            report.exported = len(export_bucket(self.s3, report.bucket, self.options.export))
+
+    # -- printing -------------------------------------------------------------------------
+
+    def _print_header(self, minutes: int) -> None:
+        w = self.workload
+        paths = Counter(event.path for event in w.events)
+        print(
+            f"OpenTrail demo: {len(w.events):,} events over {_duration(minutes)} of simulated time "
+            f"({w.start:%Y-%m-%d %H:%M}Z to {w.end:%H:%M}Z, seed {w.seed}), embedded moto, account {w.account_id}",
+            file=self.out,
+        )
+        print(
+            f"capture paths: PutAuditEvents {paths['ingest']:,} · EventBridge {paths['eventbridge']:,} · "
+            f"producer.emit {paths['producer']:,}; batcher every {self.options.batch_every_minutes} simulated minutes",
+            file=self.out,
+        )
+        print(file=self.out)
+
+    def _print_progress(self, minute: int, sent: Counter[str], files: int) -> None:
+        end = self.workload.start + timedelta(minutes=minute)
+        begin = max(self.workload.start, end - timedelta(minutes=60 if minute % 60 == 0 else minute % 60))
+        depth = self.buffer.depth()
+        print(
+            f"  {begin:%H:%M}-{end:%H:%M}Z  captured {sum(sent.values()):>5,} "
+            f"(ingest {sent['ingest']:,}, eventbridge {sent['eventbridge']:,}, producer {sent['producer']:,})  "
+            f"log files {files:>3}  buffer depth {depth}",
+            file=self.out,
+        )
+
+
+def _pick_sample(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    for name in SAMPLE_EVENT_NAMES:
+        for record in records:
+            if record.get("eventName") == name and "errorCode" not in record:
+                return record
+    return records[0] if records else None
+
+
+def _requests(events: Sequence[WorkloadEvent]) -> Iterator[list[WorkloadEvent]]:
+    """Group events into PutAuditEvents requests (<= 100 events, < 1 MB)."""
+    chunk: list[WorkloadEvent] = []
+    size = 0
+    for event in events:
+        length = len(json.dumps(event.event_data())) * 2 + 200  # escaped string inside JSON
+        if chunk and (len(chunk) == MAX_EVENTS_PER_REQUEST or size + length > MAX_REQUEST_BYTES):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(event)
+        size += length
+    if chunk:
+        yield chunk
+
+
+def _duration(minutes: int) -> str:
+    hours, rest = divmod(minutes, 60)
+    if hours and rest:
+        return f"{hours} h {rest} min"
+    return f"{hours} h" if hours else f"{rest} min"
+
+
+def _print_summary(report: DemoReport, options: DemoOptions, out: TextIO) -> None:
+    def p(*args: object) -> None:
+        print(*args, file=out)
+
+    generated = report.generated
+    p()
+    p("Captured")
+    for path in PATHS:
+        p(f"  {_PATH_NAMES[path]:<28} {report.sent[path]:>6,} events in {report.calls[path]:,} calls")
+    p(f"  {'rejected':<28} {len(report.rejected):>6,}")
+    for line in report.rejected[:5]:
+        p(f"    {line[:200]}")
+    t = report.batcher_totals
+    p(
+        f"  batcher: {report.batcher_runs} runs, {t['messages']:,} messages, {t['records']:,} records, "
+        f"{t['duplicatesDropped']:,} duplicates dropped, {t['deadLettered']:,} dead-lettered"
+    )
+    p()
+    p("Delivered")
+    records = report.records
+    per_record = report.compressed_bytes / records if records else 0.0
+    p(f"  log files          {len(report.files):,}")
+    p(
+        f"  records            {records:,} (generated {generated:,}; unique eventIDs {len(report.event_ids):,}; "
+        f"duplicates {report.duplicates:,}; missing {max(0, generated - len(report.event_ids)):,})"
+    )
+    p(f"  compressed bytes   {report.compressed_bytes:,} ({per_record:.0f} bytes/record)")
+    p(f"  buffer depth       {report.buffer_depth}")
+    p(f"  dead-letter queue  {report.dead_letter_depth}")
+    p()
+    groups: dict[tuple[str, str], list[DeliveredFile]] = defaultdict(list)
+    for item in report.files:
+        groups[(item.account_id, item.region)].append(item)
+    p(f"  {'account':<14} {'region':<12} {'files':>6} {'records':>8} {'bytes':>10} {'bytes/record':>13}")
+    for (account, region), items in sorted(groups.items()):
+        count = sum(i.records for i in items)
+        size = sum(i.bytes for i in items)
+        p(f"  {account:<14} {region:<12} {len(items):>6,} {count:>8,} {size:>10,} {size / max(count, 1):>13.0f}")
+    if not options.quiet and report.files:
+        p()
+        shown = report.files[:3] + report.files[-2:] if len(report.files) > 5 else report.files
+        p(f"Log files in s3://{report.bucket}/ ({len(shown)} of {len(report.files)})")
+        p(f"  {'records':>7} {'bytes':>7}  key")
+        for item in shown:
+            p(f"  {item.records:>7,} {item.bytes:>7,}  {item.key}")
+        if report.sample is not None:
+            p()
+            p(f"Sample record ({report.sample.get('eventSource')} {report.sample.get('eventName')}):")
+            for line in json.dumps(report.sample, indent=2, ensure_ascii=False).splitlines():
+                p(f"  {line}")
+    if report.exported is not None:
+        p()
+        p(f"Exported {report.exported} objects (each with <key>.metadata.json) to {options.export}")
+    p()
+    verdict = "OK: every event delivered exactly once" if report.ok else "PROBLEM: see the counts above"
+    p(f"{verdict}. Finished in {report.elapsed_seconds:.1f} s.")
+
+
+_PATH_NAMES = {
+    "ingest": "PutAuditEvents (ingest)",
+    "eventbridge": "EventBridge capture",
+    "producer": "producer.emit",
+}

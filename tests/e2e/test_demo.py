@@ -1,0 +1,204 @@
+"""`opentrail demo` end to end: real handlers over embedded moto, then the exported bucket
+is checked file by file against CloudTrail's log file format (spec §1, §2)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opentrail.cli import main
+from opentrail.local.demo import DemoOptions, DemoReport, run_demo
+
+pytestmark = pytest.mark.slow
+
+EVENTS = 300
+KEY = re.compile(
+    r"^AWSLogs/(?P<account>\d{12})/CloudTrail/(?P<region>[a-z]{2}-[a-z]+-\d)/(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/"
+    r"(?P=account)_CloudTrail_(?P=region)_(?P<stamp>\d{8}T\d{4}Z)_[A-Za-z0-9]{16}\.json\.gz$"
+)
+EVENT_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+EVENT_VERSION = re.compile(r"^\d+\.\d+$")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoReport, Path, str]:
+    export = tmp_path_factory.mktemp("export")
+    out = io.StringIO()
+    report = run_demo(DemoOptions(events=EVENTS, hours=1, seed=11, export=export), out=out)
+    return report, export, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def exported(demo: tuple[DemoReport, Path, str]) -> dict[str, list[dict[str, Any]]]:
+    """Exported log files by key -> their records (each body checked to be ONE gzip member)."""
+    _, export, _ = demo
+    files: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(export.rglob("*.json.gz")):
+        raw = path.read_bytes()
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        body = inflater.decompress(raw)
+        assert inflater.eof, f"{path}: truncated gzip"
+        assert inflater.unused_data == b"", f"{path}: more than one gzip member"
+        document = json.loads(body)
+        assert list(document) == ["Records"]
+        assert isinstance(document["Records"], list)
+        assert document["Records"]
+        files[path.relative_to(export).as_posix()] = document["Records"]
+    return files
+
+
+def test_demo_delivers_every_event_exactly_once(demo: tuple[DemoReport, Path, str], exported) -> None:  # type: ignore[no-untyped-def]
+    report, _, output = demo
+    records = [record for items in exported.values() for record in items]
+    assert report.ok, output
+    assert len(records) == EVENTS == report.generated
+    assert len({r["eventID"] for r in records}) == EVENTS
+    assert report.dead_letter_depth == 0
+    assert report.buffer_depth == 0
+    assert sum(report.sent.values()) == EVENTS
+    assert not report.rejected
+    assert len(exported) == len(report.files) == report.exported
+
+
+def test_demo_records_are_the_generated_events(demo: tuple[DemoReport, Path, str], exported) -> None:  # type: ignore[no-untyped-def]
+    report, _, _ = demo
+    delivered = sorted(
+        (r["requestID"], r["eventName"], r["eventTime"], r["awsRegion"]) for v in exported.values() for r in v
+    )
+    generated = sorted((e.uid, e.record["eventName"], e.record["eventTime"], e.region) for e in report.workload.events)
+    assert delivered == generated
+
+
+def test_demo_uses_all_capture_paths(demo: tuple[DemoReport, Path, str]) -> None:
+    report, _, _ = demo
+    assert all(report.sent[path] > 0 for path in ("ingest", "eventbridge", "producer"))
+    assert report.batcher_runs >= 12  # every 5 simulated minutes for an hour
+
+
+def test_demo_keys_follow_cloudtrail_layout_in_simulated_time(demo: tuple[DemoReport, Path, str], exported) -> None:  # type: ignore[no-untyped-def]
+    report, _, _ = demo
+    regions = set()
+    for key, records in exported.items():
+        match = KEY.match(key)
+        assert match, key
+        stamp = match["stamp"]
+        assert stamp[:8] == match["y"] + match["m"] + match["d"]
+        regions.add(match["region"])
+        assert {r["awsRegion"] for r in records} == {match["region"]}
+        assert {r["recipientAccountId"] for r in records} == {match["account"]}
+        # delivered after (never before) the newest record, within the 5-minute cadence
+        newest = max(r["eventTime"] for r in records)
+        delivery = f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[9:11]}:{stamp[11:13]}:00Z"
+        assert newest < delivery or newest.startswith(delivery[:16])
+        assert report.workload.start.strftime("%Y%m%dT") <= stamp
+    assert regions == {"us-east-1", "eu-west-1"}
+
+
+def test_demo_records_carry_cloudtrail_required_fields(exported) -> None:  # type: ignore[no-untyped-def]
+    for key, records in exported.items():
+        for record in records:
+            where = f"{key}: {record.get('eventID')}"
+            assert EVENT_VERSION.match(record["eventVersion"]), where
+            assert EVENT_TIME.match(record["eventTime"]), where
+            assert UUID.match(record["eventID"]), where
+            assert re.fullmatch(r"\d{12}", record["recipientAccountId"]), where
+            assert record["awsRegion"] in ("us-east-1", "eu-west-1"), where
+            assert record["eventCategory"] in ("Management", "Data"), where
+            assert isinstance(record["managementEvent"], bool), where
+            assert record["managementEvent"] == (record["eventCategory"] == "Management"), where
+            assert isinstance(record["readOnly"], bool), where
+            assert record["eventType"] == "AwsApiCall", where
+            assert record["userIdentity"]["type"], where
+            assert record["eventSource"], where
+            assert record["eventName"], where
+            assert "requestParameters" in record, where
+            assert "responseElements" in record, where
+
+
+def test_demo_export_writes_head_object_metadata(demo: tuple[DemoReport, Path, str], exported) -> None:  # type: ignore[no-untyped-def]
+    _, export, _ = demo
+    for key in exported:
+        path = export / key
+        metadata = json.loads((export / (key + ".metadata.json")).read_text())
+        assert metadata["ServerSideEncryption"] == "aws:kms"
+        assert metadata["SSEKMSKeyId"].startswith("arn:aws:kms:us-east-1:")
+        assert metadata["ContentLength"] == path.stat().st_size
+        assert metadata["ETag"].startswith('"')
+        assert isinstance(metadata["Metadata"], dict)
+        assert re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}", metadata["LastModified"])
+        assert gzip.decompress(path.read_bytes())  # the object itself, not the metadata
+
+
+def test_demo_prints_progress_and_summary(demo: tuple[DemoReport, Path, str]) -> None:
+    _, _, output = demo
+    assert "08:00-09:00Z  captured" in output
+    assert "records            300 (generated 300; unique eventIDs 300; duplicates 0; missing 0)" in output
+    assert "dead-letter queue  0" in output
+    assert "Sample record (" in output
+    assert "OK: every event delivered exactly once" in output
+
+
+def test_cli_demo_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    # given a small workload through the command line / then exit 0 and the summary printed
+    code = main(["demo", "--events", "80", "--hours", "0.5", "--seed", "3", "--quiet"])
+    output = capsys.readouterr().out
+    assert code == 0, output
+    assert "PutAuditEvents (ingest)" in output
+    assert "records            80 (generated 80;" in output
+    assert "OK: every event delivered exactly once" in output
+    assert "captured" not in output  # --quiet: no progress lines
+
+
+def test_cli_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("opentrail ")
+
+
+def test_cli_export_copies_a_prefix_with_metadata(
+    aws: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import boto3
+
+    # given a bucket with objects inside and outside the prefix
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="audit-export-test")
+    s3.put_object(
+        Bucket="audit-export-test",
+        Key="AWSLogs/111122223333/CloudTrail/a.json.gz",
+        Body=b"one",
+        ContentType="application/json",
+    )
+    s3.put_object(Bucket="audit-export-test", Key="other/b.txt", Body=b"two")
+    # when exported through the command line
+    code = main(
+        [
+            "export",
+            "--bucket",
+            "audit-export-test",
+            "--dir",
+            str(tmp_path),
+            "--prefix",
+            "AWSLogs/",
+            "--region",
+            "us-east-1",
+        ]
+    )
+    # then only the prefix is copied, with head-object metadata next to it
+    assert code == 0, capsys.readouterr()
+    target = tmp_path / "AWSLogs/111122223333/CloudTrail/a.json.gz"
+    assert target.read_bytes() == b"one"
+    metadata = json.loads((tmp_path / "AWSLogs/111122223333/CloudTrail/a.json.gz.metadata.json").read_text())
+    assert metadata["ContentLength"] == 3
+    assert metadata["ContentType"] == "application/json"
+    assert not (tmp_path / "other").exists()
+    assert "exported 1 objects" in capsys.readouterr().out
