@@ -5,6 +5,8 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+TOOLS_VENV ?= .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
 CDK := node_modules/.bin/cdk
 
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
@@ -13,13 +15,19 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: install demo test lint format typecheck unit synth deploy destroy bench e2e-deployed clean
 
-install: $(STAMP) $(NODE_STAMP)
+install: $(STAMP) $(NODE_STAMP) $(TOOLS_STAMP)
 
 # The venv is rebuilt from the pinned requirements whenever they change.
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+# Tools that read CloudTrail logs (trailscraper), in their own venv: the tests run them on our output.
+$(TOOLS_STAMP): requirements-tools.txt
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-tools.txt
 	touch $@
 
 # The CDK CLI, pinned in package.json/package-lock.json, installed locally (never globally).
@@ -64,4 +72,4 @@ e2e-deployed: install
 	$(PY) -m pytest tests/e2e -m deployed -v
 
 clean:
-	rm -rf $(VENV) node_modules cdk.out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS_VENV) node_modules cdk.out .pytest_cache .mypy_cache .ruff_cache

@@ -8,6 +8,7 @@ import io
 import json
 import re
 import zlib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +203,38 @@ def test_cli_export_copies_a_prefix_with_metadata(
     assert metadata["ContentType"] == "application/json"
     assert not (tmp_path / "other").exists()
     assert "exported 1 objects" in capsys.readouterr().out
+
+
+TRAILSCRAPER = Path(__file__).resolve().parents[2] / ".venv-tools" / "bin" / "trailscraper"
+
+
+@pytest.mark.skipif(not TRAILSCRAPER.exists(), reason="run `make install` for the log tools venv (.venv-tools)")
+def test_a_third_party_cloudtrail_reader_accepts_the_export(demo: tuple[DemoReport, Path, str]) -> None:
+    """trailscraper, which reads CloudTrail log directories, parses every exported record."""
+    import subprocess
+
+    report, export, _ = demo
+    times = sorted(event.at for event in report.workload.events)
+    result = subprocess.run(
+        [
+            str(TRAILSCRAPER),
+            "select",
+            "--log-dir",
+            str(export),
+            "--from",
+            (times[0] - timedelta(days=1)).strftime("%Y-%m-%d"),
+            "--to",
+            (times[-1] + timedelta(days=1)).strftime("%Y-%m-%d"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    selected = json.loads(result.stdout)["Records"]
+    assert len(selected) == EVENTS
+    assert {record["eventID"] for record in selected} == {
+        record["eventID"]
+        for path in export.rglob("*.json.gz")
+        for record in json.loads(gzip.decompress(path.read_bytes()))["Records"]
+    }
