@@ -1,0 +1,1 @@
+"""OpenTrail benchmarks: `make bench` runs benchmarks/run.py (see docs/benchmarks.md)."""
