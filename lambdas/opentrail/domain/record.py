@@ -47,6 +47,7 @@ READ_ONLY_VERBS: Final = (
     "Preview", "Query", "Scan", "Search", "Select", "Validate", "View",
 )  # fmt: skip
 FUTURE_TOLERANCE: Final = timedelta(minutes=15)
+_SMALLEST_OBJECT_LIMIT: Final = min(OBJECT_FIELD_LIMITS.values())
 
 _READ_ONLY_PATTERN = re.compile(rf"^(?:{'|'.join(READ_ONLY_VERBS)})(?:[A-Z0-9_]|$)")
 _EVENT_TIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})?$")
@@ -215,14 +216,10 @@ def normalize(
     if source_ip is not None and not isinstance(source_ip, str):
         raise RecordError("sourceIPAddress", "must be a string")
 
-    for field, limit in OBJECT_FIELD_LIMITS.items():
+    for field in OBJECT_FIELD_LIMITS:
         value = record.get(field)
-        if value is None:
-            continue
-        if not isinstance(value, Mapping):
+        if value is not None and not isinstance(value, Mapping):
             raise RecordError(field, "must be a JSON object or null")
-        if json_size(value) > limit:
-            raise RecordError(field, f"must be at most {limit // KB} KB of JSON", code="FieldTooLong")
 
     resources = record.get("resources")
     if resources is not None and (
@@ -230,8 +227,14 @@ def normalize(
     ):
         raise RecordError("resources", "must be a list of objects with ARN, accountId and type")
 
-    if json_size(record) > MAX_RECORD_BYTES:
+    size = json_size(record)
+    if size > MAX_RECORD_BYTES:
         raise RecordError("record", "must be at most 256 KB of JSON", code="FieldTooLong")
+    if size > _SMALLEST_OBJECT_LIMIT:  # below it no field can be over its cap: skip the encodings
+        for field, limit in OBJECT_FIELD_LIMITS.items():
+            value = record.get(field)
+            if value is not None and json_size(value) > limit:
+                raise RecordError(field, f"must be at most {limit // KB} KB of JSON", code="FieldTooLong")
     return record
 
 
