@@ -20,6 +20,7 @@ from opentrail.domain.trail import Trail, trails_to_json
 from opentrail.settings import BatcherSettings
 
 LEDGER_TTL_ATTRIBUTE: Final = "expiresAt"
+HISTORY_TTL_ATTRIBUTE: Final = "expiresAt"
 SCHEDULED_INPUT: Final = {"action": "scheduled"}
 
 
@@ -52,6 +53,23 @@ class Batcher(Construct):
             removal_policy=RemovalPolicy.RETAIN,
         )
 
+        # The event history index (docs/history.md): one table, no secondary indexes (an
+        # index entry costs write units), items expire by TTL after their eventTime.
+        self.history = dynamodb.Table(
+            self,
+            "EventHistory",
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=archive.key,
+            time_to_live_attribute=HISTORY_TTL_ATTRIBUTE,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
         trail = Trail(name=config.trail_name, s3_key_prefix=config.s3_key_prefix)
         self.function = create_function(
             self,
@@ -65,6 +83,9 @@ class Batcher(Construct):
                 log_kms_key_arn=archive.key.key_arn,
                 ledger_table=self.ledger.table_name,
                 trails=trails_to_json([trail]),
+                history_table=self.history.table_name,
+                history_retention_days=config.history_retention_days,
+                history_data_events=config.history_data_events,
             ),
             description="OpenTrail batcher: drains the buffer into CloudTrail log files",
             timeout=Duration.seconds(config.batcher_timeout_seconds),
@@ -77,6 +98,7 @@ class Batcher(Construct):
         buffer.dead_letter_queue.grant_send_messages(self.function)
         archive.key.grant_encrypt_decrypt(self.function)
         self.ledger.grant_read_write_data(self.function)
+        self.history.grant_read_write_data(self.function)
         acknowledge_kms_grants(self.function.role or self.function)
         log_files = f"{config.s3_key_prefix}/AWSLogs/*" if config.s3_key_prefix else "AWSLogs/*"
         self.function.add_to_role_policy(

@@ -14,7 +14,10 @@ Per batch (up to ``max_batch_messages`` messages):
    and plan again;
 3. write every file with If-None-Match: *;
 4. finalize: ledger items, then intent PENDING → DONE;
-5. delete the batch's messages.
+5. index: the event history items of the batch's records, then the batch's "indexed" marker
+   (docs/history.md); a DONE batch found without its marker (a run died between DONE and
+   the marker) is indexed again from its log files in S3 before its messages are deleted;
+6. delete the batch's messages.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any, Final
 from aws_lambda_powertools import Logger
 
 from opentrail.adapters.buffer import Buffer, Message
+from opentrail.adapters.history import EventHistory, HistoryStoreError
 from opentrail.adapters.ledger import Claim, Ledger, LedgerError
 from opentrail.adapters.log_store import LogStore, LogStoreError
 from opentrail.domain.batch import (
@@ -108,6 +112,8 @@ class DrainSummary:
     resolved_aborted: int = 0  # crashed batches this run aborted
     aborted_by_others: int = 0  # own batches another run aborted (messages left for later)
     failed_batches: int = 0
+    indexed: int = 0  # records written to the event history index
+    reindexed_batches: int = 0  # DONE batches whose index this run rebuilt from their log files
     errors: list[str] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
     stopped_by: str = "drained"
@@ -127,6 +133,8 @@ class DrainSummary:
             "resolvedAborted": self.resolved_aborted,
             "abortedByOthers": self.aborted_by_others,
             "failedBatches": self.failed_batches,
+            "indexed": self.indexed,
+            "reindexedBatches": self.reindexed_batches,
             "errors": list(self.errors),
             "files": list(self.files),
             "stoppedBy": self.stopped_by,
@@ -144,10 +152,20 @@ class _Batch:
 
 
 class Batcher:
-    def __init__(self, *, buffer: Buffer, log_store: LogStore, ledger: Ledger, config: BatcherConfig, clock: Clock):
+    def __init__(
+        self,
+        *,
+        buffer: Buffer,
+        log_store: LogStore,
+        ledger: Ledger,
+        config: BatcherConfig,
+        clock: Clock,
+        history: EventHistory | None = None,
+    ):
         self.buffer = buffer
         self.log_store = log_store
         self.ledger = ledger
+        self.history = history  # None: no event history index (tests of the log files alone)
         self.config = config
         self.clock = clock
 
@@ -172,7 +190,7 @@ class Batcher:
                 break
             try:
                 carry = self._batch(messages, summary, remaining_ms)
-            except (LogStoreError, LedgerError, _Stop) as error:
+            except (LogStoreError, LedgerError, HistoryStoreError, _Stop) as error:
                 summary.failed_batches += 1
                 summary.errors.append(str(error))
                 summary.stopped_by = "error"
@@ -285,6 +303,7 @@ class Batcher:
             logger.warning("batch aborted by another run", extra={"batchId": intent.batch_id})
             batch.bundles.clear()
             return
+        self._index(intent, [item.log_file.body for item in planned], summary)
         self._delete(batch, list(intent.bundle_ids), summary)
         summary.batches += 1
         summary.files.extend(
@@ -295,6 +314,28 @@ class Batcher:
             "batch delivered",
             extra={"batchId": intent.batch_id, "attempt": intent.attempt, "files": len(intent.files)},
         )
+
+    def _index(self, intent: Intent, bodies: list[Any] | None, summary: DrainSummary) -> None:
+        """Write the event history items of a DONE batch, then its marker.
+
+        `bodies` are the log files' gzip bodies in intent order; None reads them back from S3
+        (a batch finalized or left unindexed by a run that died). Keys and values depend only
+        on the batch id and the files' bytes, so a rerun overwrites a partial index exactly.
+        """
+        if self.history is None:
+            return
+        if bodies is None:
+            bodies = [self.log_store.get(file.key) for file in intent.files]
+        stats = self.history.index_log_files(intent.batch_id, bodies)
+        self.history.mark_indexed(intent.batch_id, expires_at=intent.expires_at)
+        summary.indexed += stats.records
+
+    def _ensure_indexed(self, intent: Intent, summary: DrainSummary) -> None:
+        if self.history is None or self.history.is_indexed(intent.batch_id):
+            return
+        self._index(intent, None, summary)
+        summary.reindexed_batches += 1
+        logger.warning("rebuilt the event history of a delivered batch", extra={"batchId": intent.batch_id})
 
     def _delete(self, batch: _Batch, bundle_ids: list[str], summary: DrainSummary) -> None:
         messages = [m for b in bundle_ids for m in batch.bundles.pop(b, [])]
@@ -363,6 +404,7 @@ class Batcher:
 
     def _resolve_intent(self, owner: Intent, summary: DrainSummary) -> Outcome:
         if owner.state == "DONE":
+            self._ensure_indexed(owner, summary)
             return Outcome.DELIVERED
         if owner.state == "PENDING":
             if self.clock() < owner.lease_until:
@@ -372,8 +414,10 @@ class Batcher:
                 if state == "DONE":
                     summary.resolved_finalized += 1
                     logger.warning("finalized a crashed batch", extra={"batchId": owner.batch_id})
+                    self._ensure_indexed(owner, summary)
                     return Outcome.DELIVERED
             elif self.ledger.abort(owner) == "DONE":
+                self._ensure_indexed(owner, summary)
                 return Outcome.DELIVERED
             summary.resolved_aborted += 1
             logger.warning("aborted a crashed batch", extra={"batchId": owner.batch_id, "attempt": owner.attempt})

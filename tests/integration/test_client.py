@@ -20,7 +20,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 
-from opentrail.client import cloudtrail_data_client
+from opentrail.client import cloudtrail_client, cloudtrail_data_client
 from opentrail.domain.bundle import unpack
 from opentrail.handlers import ingest
 from opentrail.local.context import LocalContext
@@ -245,3 +245,101 @@ def test_client_other_clients_keep_their_signing_name() -> None:
     stock.meta.events.register("before-send", fake_send)
     stock.put_audit_events(channelArn=CHANNEL, auditEvents=[{"id": "1", "eventData": "{}"}])
     assert "/cloudtrail-data/aws4_request" in captured[0].headers["Authorization"].decode()
+
+
+# --- cloudtrail_client (LookupEvents and the rest of CloudTrail's JSON 1.1 API) ------------------
+
+
+def _capture(client: Any, body: bytes = b'{"Events": []}') -> list[Any]:
+    captured: list[Any] = []
+
+    def fake_send(request: Any, **_: Any) -> AWSResponse:
+        captured.append(request)
+        response = AWSResponse(request.url, 200, {"Content-Type": "application/x-amz-json-1.1"}, None)
+        response._content = body
+        return response
+
+    client.meta.events.register("before-send", fake_send)
+    return captured
+
+
+def test_client_cloudtrail_signs_for_execute_api_and_keeps_the_stage_path() -> None:
+    session = boto3.Session(aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret", region_name="eu-west-1")
+    trail = cloudtrail_client("https://abc123.execute-api.eu-west-1.amazonaws.com/v1", session=session)
+    captured = _capture(trail)
+    reply = trail.lookup_events(LookupAttributes=[{"AttributeKey": "EventName", "AttributeValue": "CreateUser"}])
+
+    assert reply["Events"] == []
+    [request] = captured
+    authorization = request.headers["Authorization"].decode()
+    assert authorization.startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+    assert "/eu-west-1/execute-api/aws4_request" in authorization
+    assert "x-amz-target" in authorization.partition("SignedHeaders=")[2]
+    assert request.url == "https://abc123.execute-api.eu-west-1.amazonaws.com/v1"
+    assert request.headers["X-Amz-Target"] == b"com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents"
+    assert request.headers["Content-Type"] == b"application/x-amz-json-1.1"
+    assert json.loads(request.body) == {
+        "LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": "CreateUser"}]
+    }
+    assert "X-OpenTrail-Match-All" not in request.headers
+
+
+def test_client_cloudtrail_region_name_sets_the_signing_region() -> None:
+    session = boto3.Session(aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret", region_name="us-east-1")
+    trail = cloudtrail_client("https://api.example.com/v1", session=session, region_name="ap-southeast-2")
+    captured = _capture(trail)
+    trail.lookup_events()
+    assert "/ap-southeast-2/execute-api/aws4_request" in captured[0].headers["Authorization"].decode()
+
+
+def test_client_cloudtrail_match_all_attributes_sends_the_signed_header() -> None:
+    session = boto3.Session(aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret", region_name="us-east-1")
+    trail = cloudtrail_client("https://api.example.com/v1", session=session, match_all_attributes=True)
+    captured = _capture(trail)
+    trail.lookup_events(
+        LookupAttributes=[
+            {"AttributeKey": "EventName", "AttributeValue": "CreateUser"},
+            {"AttributeKey": "Username", "AttributeValue": "alice"},
+        ]
+    )
+    request = captured[0]
+    assert request.headers["X-OpenTrail-Match-All"] == b"true"
+    assert "x-opentrail-match-all" in request.headers["Authorization"].decode()
+
+
+def test_client_cloudtrail_helpers_leave_other_clients_alone() -> None:
+    session = boto3.Session(aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret", region_name="us-east-1")
+    cloudtrail_client("https://api.example.com/v1", session=session, match_all_attributes=True)
+    stock = session.client("cloudtrail", endpoint_url="https://api.example.com/v1")
+    captured = _capture(stock)
+    stock.lookup_events()
+    assert "/cloudtrail/aws4_request" in captured[0].headers["Authorization"].decode()
+    assert "X-OpenTrail-Match-All" not in captured[0].headers
+    data = session.client("cloudtrail-data", endpoint_url="https://api.example.com/v1")
+    captured = _capture(data, b'{"successful": [], "failed": []}')
+    data.put_audit_events(channelArn=CHANNEL, auditEvents=[{"id": "1", "eventData": "{}"}])
+    assert "/cloudtrail-data/aws4_request" in captured[0].headers["Authorization"].decode()
+
+
+def test_client_stock_cloudtrail_with_a_model_override_signs_for_execute_api(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # docs/lookup.md: the AWS CLI / any botocore client against the deployed API, via AWS_DATA_PATH
+    import gzip
+    from pathlib import Path
+
+    import botocore
+
+    source = Path(botocore.__file__).parent / "data" / "cloudtrail" / "2013-11-01" / "service-2.json.gz"
+    model = json.loads(gzip.decompress(source.read_bytes()))
+    model["metadata"]["signingName"] = "execute-api"
+    target = tmp_path / "cloudtrail" / "2013-11-01"
+    target.mkdir(parents=True)
+    (target / "service-2.json").write_text(json.dumps(model))
+    monkeypatch.setenv("AWS_DATA_PATH", str(tmp_path))
+
+    session = boto3.Session(aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret", region_name="eu-west-1")
+    stock = session.client("cloudtrail", endpoint_url="https://abc123.execute-api.eu-west-1.amazonaws.com/v1")
+    captured = _capture(stock)
+    stock.lookup_events()
+    assert "/eu-west-1/execute-api/aws4_request" in captured[0].headers["Authorization"].decode()

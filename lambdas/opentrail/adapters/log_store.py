@@ -81,6 +81,15 @@ class LogStore:
             raise LogStoreError(f"s3://{self.bucket}/{key}: HeadObject failed: {code or error}") from error
         return int(response["ContentLength"])
 
+    def get(self, key: str) -> bytes:
+        """The object's bytes (a log file's gzip stream), e.g. to rebuild its history index."""
+        try:
+            response = self._s3.get_object(Bucket=self.bucket, Key=key)
+            return bytes(response["Body"].read())
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            raise LogStoreError(f"s3://{self.bucket}/{key}: GetObject failed: {code or error}") from error
+
     def exists(self, key: str) -> bool:
         return self.size(key) is not None
 

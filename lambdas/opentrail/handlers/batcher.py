@@ -13,6 +13,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 
 from opentrail.adapters.buffer import Buffer
+from opentrail.adapters.history import EventHistory
 from opentrail.adapters.ledger import Ledger
 from opentrail.adapters.log_store import LogStore
 from opentrail.delivery import Batcher, BatcherConfig
@@ -39,6 +40,20 @@ def _adapters(settings: BatcherSettings) -> tuple[Buffer, LogStore, Ledger]:
     )
 
 
+def history_for(settings: BatcherSettings, *, client: Any = None) -> EventHistory:
+    return EventHistory(
+        settings.history_table,
+        client=client,
+        retention_days=settings.history_retention_days,
+        data_events=settings.history_data_events,
+    )
+
+
+@lru_cache(maxsize=4)
+def _history(settings: BatcherSettings) -> EventHistory:
+    return history_for(settings)
+
+
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context
@@ -49,6 +64,7 @@ def handler(
     buffer: Buffer | None = None,
     log_store: LogStore | None = None,
     ledger: Ledger | None = None,
+    history: EventHistory | None = None,
     settings: BatcherSettings | None = None,
     clock: Clock | None = None,
 ) -> dict[str, Any]:
@@ -67,6 +83,7 @@ def handler(
         ledger=ledger,
         config=BatcherConfig.from_settings(settings),
         clock=clock or system_clock,
+        history=history or _history(settings),
     )
     summary = batcher.drain(context.get_remaining_time_in_millis).to_dict()
 
@@ -83,6 +100,7 @@ def handler(
         value=summary["resolvedFinalized"] + summary["resolvedAborted"],
     )
     metrics.add_metric(name="BatchesFailed", unit=MetricUnit.Count, value=summary["failedBatches"])
+    metrics.add_metric(name="RecordsIndexed", unit=MetricUnit.Count, value=summary["indexed"])
     log = {k: v for k, v in summary.items() if k != "files"}
     log["fileCount"] = len(summary["files"])
     logger.info("batcher run", extra={"summary": log, "action": action or "scheduled"})
