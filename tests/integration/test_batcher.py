@@ -94,7 +94,8 @@ class Harness:
             resources.buffer_queue_url, dead_letter_queue_url=resources.dead_letter_queue_url, client=self.sqs
         )
         self.log_store = LogStore(resources.log_bucket, resources.kms_key_arn, client=self.s3)
-        self.ledger = Ledger(resources.ledger_table, client=self.ddb)
+        self.now = NOW  # the simulated time of the current run (stamps the ledger's recordedAt)
+        self.ledger = Ledger(resources.ledger_table, client=self.ddb, clock=lambda: self.now)
         self._ids = (f"bundle-{n:04d}" for n in itertools.count())
 
     def send(self, *bundles: Iterable[dict[str, Any]]) -> list[str]:
@@ -121,6 +122,7 @@ class Harness:
         event: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         clock: Callable[[], datetime] = lambda: at  # noqa: E731
+        self.now = at
         return handler(
             {"action": "flush"} if event is None else event,
             context or LocalContext(function_name="opentrail-batcher"),
@@ -261,16 +263,19 @@ def test_batcher_writes_the_delivery_ledger(resources: LocalResources) -> None:
     (item,) = harness.items("LEDGER#")
     raw = gzip.decompress(harness.body(key))
     assert item == {
-        "pk": f"LEDGER#opentrail#{A1}#us-east-1#2026112310",
-        "sk": f"2026-11-23T10:15:42Z#{key}",
+        "pk": "LEDGER#opentrail#2026112310",
+        "sk": f"{A1}#us-east-1#2026-11-23T10:15:42Z#{key}",
         "bucket": resources.log_bucket,
         "key": key,
+        "account": A1,
+        "region": "us-east-1",
         "sha256": hashlib.sha256(raw).hexdigest(),
         "recordCount": 3,
         "oldestEventTime": "2026-11-23T09:00:00Z",
         "newestEventTime": "2026-11-23T10:05:00Z",
         "compressedBytes": len(harness.body(key)),
         "deliveryTime": "2026-11-23T10:15:42Z",
+        "recordedAt": "2026-11-23T10:15:42Z",
         "batchId": batch_id(ids),
         "expiresAt": int(NOW.timestamp()) + 30 * 86_400,
     }

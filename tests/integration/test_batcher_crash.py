@@ -123,6 +123,8 @@ def test_crash_after_all_puts_before_finalize_completes_the_batch(harness: Harne
     assert sorted(i["key"] for i in harness.items("LEDGER#")) == keys
     # the ledger entries keep the original delivery time, so keys and ledger agree
     assert all(i["deliveryTime"] == "2026-11-23T10:15:42Z" for i in harness.items("LEDGER#"))
+    # ... and say when they entered the ledger: late, so the digester can cover them (backfill)
+    assert all(i["recordedAt"] == LATER.strftime("%Y-%m-%dT%H:%M:%SZ") for i in harness.items("LEDGER#"))
     assert harness.queue_depth() == 0
 
 

@@ -26,6 +26,7 @@ from opentrail.domain.batch import (
     ledger_partition,
     ledger_sort_key,
     name_files,
+    parse_ledger_sort_key,
     read_bundle,
     read_line,
 )
@@ -212,10 +213,12 @@ def test_ledger_entry_shape() -> None:
     (entry,) = intent.ledger_entries(ttl_days=10)
     assert entry == LedgerEntry.of(file, intent, ttl_days=10)
     assert entry.to_item() == {
-        "pk": "LEDGER#main#111122223333#us-east-1#2026112310",
-        "sk": "2026-11-23T10:15:42Z#AWSLogs/k.json.gz",
+        "pk": "LEDGER#main#2026112310",
+        "sk": "111122223333#us-east-1#2026-11-23T10:15:42Z#AWSLogs/k.json.gz",
         "bucket": "logs",
         "key": "AWSLogs/k.json.gz",
+        "account": "111122223333",
+        "region": "us-east-1",
         "sha256": "ab" * 32,
         "recordCount": 3,
         "oldestEventTime": "t1",
@@ -225,8 +228,9 @@ def test_ledger_entry_shape() -> None:
         "batchId": "b1",
         "expiresAt": int(DELIVERED.timestamp()) + 10 * 86_400,
     }
-    assert ledger_partition("t", "a", "r", DELIVERED) == "LEDGER#t#a#r#2026112310"
-    assert ledger_sort_key(DELIVERED, "k") == "2026-11-23T10:15:42Z#k"
+    assert ledger_partition("t", DELIVERED) == "LEDGER#t#2026112310"
+    assert ledger_sort_key("a", "r", DELIVERED, "k#1") == "a#r#2026-11-23T10:15:42Z#k#1"
+    assert parse_ledger_sort_key("a#r#2026-11-23T10:15:42Z#k#1") == ("a", "r", DELIVERED, "k#1")
     assert DeliveredFile.from_dict(file.to_dict()) == file
 
 

@@ -5,8 +5,9 @@ Items (table keys ``pk``/``sk``, TTL attribute ``expiresAt``):
 * intent ``BATCH#<batchId>`` / ``BATCH``: state PENDING|DONE|ABORTED, attempt, files,
   bundleIds, createdAt, deliveredAt, leaseUntil, expiresAt;
 * claim ``BUNDLE#<bundleId>`` / ``BUNDLE``: batchId, attempt, createdAt, expiresAt;
-* ledger ``LEDGER#<trail>#<account>#<region>#<YYYYMMDDHH>`` / ``<deliveredAt>#<key>``
-  (see `opentrail.domain.batch.LedgerEntry`).
+* ledger ``LEDGER#<trail>#<YYYYMMDDHH>`` / ``<account>#<region>#<deliveredAt>#<key>``
+  (see `opentrail.domain.batch.LedgerEntry`), plus ``recordedAt`` (first write, kept on
+  re-puts) and, once a digest lists the file, ``digestKey`` (written by the digester).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from opentrail.domain.batch import DeliveredFile, Intent, IntentState, LedgerEntry, iso_time, parse_iso_time
+from opentrail.domain.clock import Clock, system_clock
 
 _SERIALIZER = TypeSerializer()
 _DESERIALIZER = TypeDeserializer()
@@ -73,9 +75,10 @@ def _code(error: ClientError) -> str:
 
 
 class Ledger:
-    def __init__(self, table: str, *, client: Any = None) -> None:
+    def __init__(self, table: str, *, client: Any = None, clock: Clock = system_clock) -> None:
         self.table = table
         self._ddb = client or boto3.client("dynamodb")
+        self.clock = clock  # stamps recordedAt on ledger items
 
     # -- claim -------------------------------------------------------------------------
 
@@ -200,11 +203,35 @@ class Ledger:
         ledger items just written are removed again).
         """
         entries = intent.ledger_entries(ttl_days=ttl_days)
-        self._write([{"PutRequest": {"Item": _dump(entry.to_item())}} for entry in entries])
+        self.put_entries(entries)
         state = self._transition(intent, "DONE")
         if state == "ABORTED":
             self.delete_entries(entries)
         return state
+
+    def put_entries(self, entries: Iterable[LedgerEntry]) -> None:
+        """Write ledger items (idempotent). ``recordedAt`` is set on the first write only and a
+        digester's ``digestKey`` survives a re-put (UpdateItem, not PutItem), so a batch
+        finalized late by a resolver keeps the time its files really entered the ledger."""
+        recorded_at = iso_time(self.clock())
+        for entry in entries:
+            item = entry.to_item()
+            key = {"pk": item.pop("pk"), "sk": item.pop("sk")}
+            names = {f"#a{i}": name for i, name in enumerate(item)}
+            values = {f":a{i}": value for i, value in enumerate(item.values())}
+            assignments = [f"#a{i} = :a{i}" for i in range(len(item))]
+            assignments.append("recordedAt = if_not_exists(recordedAt, :recordedAt)")
+            values[":recordedAt"] = recorded_at
+            try:
+                self._ddb.update_item(
+                    TableName=self.table,
+                    Key=_dump(key),
+                    UpdateExpression="SET " + ", ".join(assignments),
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=_dump(values),
+                )
+            except ClientError as error:
+                raise LedgerError(f"ledger write {entry.file.key}: {_code(error) or error}") from error
 
     def abort(self, intent: Intent) -> IntentState:
         """Move the intent PENDING → ABORTED; returns ABORTED (now or already) or DONE."""

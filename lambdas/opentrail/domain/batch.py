@@ -333,18 +333,30 @@ class Intent:
         return [LedgerEntry.of(file, self, ttl_days=ttl_days) for file in self.files]
 
 
-def ledger_partition(trail: str, account: str, region: str, delivered_at: datetime) -> str:
-    """``LEDGER#<trail>#<account>#<region>#<YYYYMMDDHH>`` of the delivery hour (UTC)."""
-    return f"LEDGER#{trail}#{account}#{region}#{delivered_at.astimezone(UTC).strftime('%Y%m%d%H')}"
+def ledger_partition(trail: str, delivered_at: datetime) -> str:
+    """``LEDGER#<trail>#<YYYYMMDDHH>`` of the delivery hour (UTC): one Query lists a trail's
+    files of an hour across accounts and regions (what the digester reads)."""
+    return f"LEDGER#{trail}#{delivered_at.astimezone(UTC).strftime('%Y%m%d%H')}"
 
 
-def ledger_sort_key(delivered_at: datetime, key: str) -> str:
-    return f"{iso_time(delivered_at)}#{key}"
+def ledger_sort_key(account: str, region: str, delivered_at: datetime, key: str) -> str:
+    """``<account>#<region>#<deliveredAt YYYY-MM-DDTHH:MM:SSZ>#<key>``."""
+    return f"{account}#{region}#{iso_time(delivered_at)}#{key}"
+
+
+def parse_ledger_sort_key(sk: str) -> tuple[str, str, datetime, str]:
+    """(account, region, deliveredAt, key) of a ledger sort key."""
+    account, region, delivered, key = sk.split("#", 3)
+    return account, region, parse_iso_time(delivered), key
 
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    """One delivery-ledger item: a log file the digester lists for its hour."""
+    """One delivery-ledger item: a log file the digester lists for its hour.
+
+    The ledger adapter adds ``recordedAt`` (when the item was first written; kept on
+    re-puts) and the digester adds ``digestKey`` (the digest that lists the file).
+    """
 
     pk: str
     sk: str
@@ -356,8 +368,8 @@ class LedgerEntry:
     @classmethod
     def of(cls, file: DeliveredFile, intent: Intent, *, ttl_days: int) -> LedgerEntry:
         return cls(
-            pk=ledger_partition(file.trail, file.account, file.region, intent.delivered_at),
-            sk=ledger_sort_key(intent.delivered_at, file.key),
+            pk=ledger_partition(file.trail, intent.delivered_at),
+            sk=ledger_sort_key(file.account, file.region, intent.delivered_at, file.key),
             file=file,
             delivery_time=iso_time(intent.delivered_at),
             batch_id=intent.batch_id,
@@ -370,6 +382,8 @@ class LedgerEntry:
             "sk": self.sk,
             "bucket": self.file.bucket,
             "key": self.file.key,
+            "account": self.file.account,
+            "region": self.file.region,
             "sha256": self.file.sha256,
             "recordCount": self.file.record_count,
             "oldestEventTime": self.file.oldest_event_time,
