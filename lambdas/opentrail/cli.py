@@ -1,7 +1,10 @@
 """The ``opentrail`` command line.
 
     opentrail demo [--events N] [--hours H] [--seed S] [--export DIR] [--quiet]
-    opentrail export --bucket B --dir D [--prefix P] [--endpoint-url URL] [--region R]
+    opentrail export --bucket B --dir D [--prefix P] [--endpoint-url URL] [--region R] [--ledger-table T]
+    opentrail local [--port 4599] [--aws-port 4598] [--batch-interval S] [--state-dir DIR]
+    opentrail flush [--endpoint-url http://127.0.0.1:4599]
+    opentrail lookup-events [--endpoint-url URL | --stack NAME] [aws cloudtrail lookup-events flags]
     opentrail --version
 
 Each subcommand is a ``_add_<name>(subparsers)`` that registers its parser and sets
@@ -41,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_demo(subparsers)
     _add_export(subparsers)
+    _add_public_keys(subparsers)
+    _add_local(subparsers)
+    _add_flush(subparsers)
+    _add_lookup_events(subparsers)
+    _add_validate_logs(subparsers)
+    _add_insights(subparsers)
     return parser
 
 
@@ -124,13 +133,23 @@ def _add_export(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         help="copy a log bucket (real S3 or any S3 endpoint) to a local directory",
         description=(
             "Download every object under --prefix to DIR/<key>, each with <key>.metadata.json in the shape "
-            "`aws s3api head-object` prints. Uses the standard AWS credential chain."
+            "`aws s3api head-object` prints. With --ledger-table, also the digest signing public keys "
+            "(DIR/public-keys/<fingerprint>.pem) and the chain heads (DIR/chain-heads.json), so "
+            "`opentrail validate-logs --dir DIR` works offline. Uses the standard AWS credential chain."
         ),
     )
     export.add_argument("--bucket", required=True)
     export.add_argument("--dir", required=True, type=Path, dest="directory", metavar="DIR")
     export.add_argument("--prefix", default="", help="only keys starting with this (e.g. AWSLogs/123456789012/)")
-    export.add_argument("--endpoint-url", help="S3 endpoint (e.g. a local S3-compatible server)")
+    export.add_argument(
+        "--endpoint-url", help="S3 (and DynamoDB) endpoint, e.g. `opentrail local`'s AWS services http://127.0.0.1:4598"
+    )
+    export.add_argument(
+        "--ledger-table",
+        metavar="TABLE",
+        help="the ledger table (stack output LedgerTableName; opentrail-ledger locally): export public keys and "
+        "chain heads",
+    )
     export.add_argument("--region", help="AWS region of the bucket (default: from the AWS configuration)")
     export.set_defaults(func=_run_export)
 
@@ -139,19 +158,73 @@ def _run_export(args: argparse.Namespace) -> int:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from opentrail.local.export import export_bucket
+    from opentrail.local.export import export_trail
 
     client = boto3.client("s3", endpoint_url=args.endpoint_url, region_name=args.region)
+    dynamodb = boto3.client("dynamodb", endpoint_url=args.endpoint_url, region_name=args.region)
     try:
-        exported = export_bucket(client, args.bucket, args.directory, prefix=args.prefix)
+        result = export_trail(
+            client, args.bucket, args.directory, prefix=args.prefix, dynamodb=dynamodb, ledger_table=args.ledger_table
+        )
     except (BotoCoreError, ClientError, ValueError) as error:
         print(f"opentrail export: {error}", file=sys.stderr)
         return 1
-    total = sum(item.bytes for item in exported)
-    print(
-        f"exported {len(exported)} objects ({total:,} bytes) from s3://{args.bucket}/{args.prefix} to {args.directory}"
-    )
+    print(f"exported {result.describe()} from s3://{args.bucket}/{args.prefix} to {args.directory}")
+    if result.digests and not args.ledger_table:
+        print(
+            "note: no public keys or chain heads exported (give --ledger-table); validate-logs --dir then needs "
+            "--public-keys DIR",
+            file=sys.stderr,
+        )
     return 0
+
+
+# -- local, flush, lookup-events (their parsers live next to their code) -----------------
+
+
+def _add_local(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from opentrail.local.server import add_local_parser
+
+    add_local_parser(subparsers)
+
+
+def _add_flush(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from opentrail.local.server import add_flush_parser
+
+    add_flush_parser(subparsers)
+
+
+def _add_lookup_events(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from opentrail.lookup_cli import add_parser
+
+    add_parser(subparsers)
+
+
+# -- public-keys --------------------------------------------------------------------------
+
+
+def _add_public_keys(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from opentrail.public_keys import add_parser
+
+    add_parser(subparsers)
+
+
+# -- validate-logs (parser next to its code) ----------------------------------------------
+
+
+def _add_validate_logs(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from opentrail.validate_logs import add_parser
+
+    add_parser(subparsers)
+
+
+# -- insights (offline mode; parser next to its code) ---------------------------------------
+
+
+def _add_insights(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from opentrail.insights_offline import add_parser
+
+    add_parser(subparsers)
 
 
 if __name__ == "__main__":  # pragma: no cover

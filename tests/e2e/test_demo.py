@@ -1,5 +1,6 @@
 """`opentrail demo` end to end: real handlers over embedded moto, then the exported bucket
-is checked file by file against CloudTrail's log file format (spec §1, §2)."""
+is checked file by file against CloudTrail's log file format (spec §1, §2), and the demo's
+integrity section: digests in simulated time, the export valid offline, a tampered copy caught."""
 
 from __future__ import annotations
 
@@ -43,6 +44,8 @@ def exported(demo: tuple[DemoReport, Path, str]) -> dict[str, list[dict[str, Any
     _, export, _ = demo
     files: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(export.rglob("*.json.gz")):
+        if "CloudTrail" not in path.relative_to(export).parts:
+            continue  # digests (CloudTrail-Digest/) are checked below
         raw = path.read_bytes()
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         body = inflater.decompress(raw)
@@ -66,7 +69,9 @@ def test_demo_delivers_every_event_exactly_once(demo: tuple[DemoReport, Path, st
     assert report.buffer_depth == 0
     assert sum(report.sent.values()) == EVENTS
     assert not report.rejected
-    assert len(exported) == len(report.files) == report.exported
+    assert len(exported) == len(report.files)
+    assert report.integrity is not None
+    assert report.exported == len(report.files) + report.integrity.digests
 
 
 def test_demo_records_are_the_generated_events(demo: tuple[DemoReport, Path, str], exported) -> None:  # type: ignore[no-untyped-def]
@@ -205,6 +210,79 @@ def test_cli_export_copies_a_prefix_with_metadata(
     assert "exported 1 objects" in capsys.readouterr().out
 
 
+TRAIL_ARN = "arn:aws:cloudtrail:us-east-1:123456789012:trail/opentrail"
+
+
+def test_demo_digests_every_hour_of_every_region_and_validates(demo: tuple[DemoReport, Path, str]) -> None:
+    report, _export, output = demo
+    integrity = report.integrity
+    assert integrity is not None
+    # 08:00-09:00 simulated; the final flush delivers at 09:00: windows 08h and 09h, both regions
+    assert integrity.chains == ["eu-west-1", "us-east-1"]
+    assert integrity.digests == 4
+    assert integrity.log_files_listed == len(report.files)
+    assert integrity.valid
+    assert [v.region for v in integrity.validations] == ["eu-west-1", "us-east-1"]
+    for validation in integrity.validations:
+        files = sum(1 for f in report.files if f.region == validation.region)
+        assert validation.ratios == ["2/2 digest files valid", f"{files}/{files} log files valid"]
+        assert validation.problems == "no problems found"
+    assert "Integrity (signed hourly digests, docs/integrity.md)" in output
+    assert "in simulated time (09:05Z to 10:05Z): 4 digests (0 empty) in 2 chains (eu-west-1, us-east-1)" in output
+    assert f"{len(report.files)} of {len(report.files)} log files listed" in output
+    assert "    all valid\n" in output
+
+
+def test_demo_catches_the_tampered_copy(demo: tuple[DemoReport, Path, str]) -> None:
+    report, export, output = demo
+    integrity = report.integrity
+    assert integrity is not None
+    tampered = integrity.tampered
+    assert tampered is not None
+    assert tampered.rc == 1
+    bucket = report.bucket
+    modified = f"Log file\ts3://{bucket}/{integrity.modified_log}\tINVALID: hash value doesn't match"
+    deleted = f"Digest file\ts3://{bucket}/{integrity.deleted_digest}\tINVALID: not found"
+    assert integrity.expected == [modified, deleted]
+    assert set(tampered.invalid) >= {modified, deleted}
+    assert "_CloudTrail-Digest_us-east-1_opentrail_us-east-1_20260316T090000Z" in integrity.deleted_digest
+    assert f"    {modified}\n" in output
+    assert f"    {deleted}\n" in output
+    assert "detected: exit status 1, 1/2 digest files valid, 1/2 digest files INVALID" in output
+    assert "OK: every event delivered exactly once; digests valid, tampering detected." in output
+    assert report.ok
+    # only a copy was tampered with: the export itself is untouched
+    assert (export / integrity.deleted_digest).is_file()
+
+
+def test_demo_export_validates_offline_with_no_extra_flags(
+    demo: tuple[DemoReport, Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    report, export, _ = demo
+    heads = json.loads((export / "chain-heads.json").read_text())
+    assert {(h["region"], h["kind"], h["sequence"]) for h in heads} == {
+        ("us-east-1", "regular", 2),
+        ("eu-west-1", "regular", 2),
+    }
+    keys = json.loads((export / "public-keys" / "keys.json").read_text())
+    assert [k["fingerprint"] for k in keys] == report.integrity.fingerprints  # type: ignore[union-attr]
+    assert (
+        (export / "public-keys" / f"{keys[0]['fingerprint']}.pem")
+        .read_text()
+        .startswith("-----BEGIN RSA PUBLIC KEY-----")
+    )
+    assert json.loads((export / "export.json").read_text())["bucket"] == report.bucket
+
+    for extra in ([], ["--region", "eu-west-1"]):
+        arguments = ["--trail-arn", TRAIL_ARN, "--start-time", "2026-03-16T08:00:00Z", "--dir", str(export)]
+        code = main(["validate-logs", *arguments, *extra])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        assert "2/2 digest files valid" in out
+        assert "chain head: s3://" in out
+        assert "no problems found" in out
+
+
 TRAILSCRAPER = Path(__file__).resolve().parents[2] / ".venv-tools" / "bin" / "trailscraper"
 
 
@@ -236,5 +314,6 @@ def test_a_third_party_cloudtrail_reader_accepts_the_export(demo: tuple[DemoRepo
     assert {record["eventID"] for record in selected} == {
         record["eventID"]
         for path in export.rglob("*.json.gz")
+        if "CloudTrail" in path.relative_to(export).parts
         for record in json.loads(gzip.decompress(path.read_bytes()))["Records"]
     }

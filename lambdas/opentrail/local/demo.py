@@ -13,7 +13,13 @@ resources (`opentrail.local.resources.provision`), generates a workload
   clock, so delivery times and S3 keys follow simulated time.
 
 Then it reads the bucket back and reports what was delivered (and checks that every
-generated event was delivered exactly once), and optionally exports the bucket.
+generated event was delivered exactly once). Then integrity (docs/integrity.md): the real
+digester runs once per simulated hour (with the simulated clock, `DIGEST_DELAY` after each
+hour, as its hourly schedule would), the bucket is exported with the public keys and chain
+heads (to ``--export DIR``, else a temporary directory), ``opentrail validate-logs --dir``
+checks every source region of the export, then a copy of the export is tampered with (one
+record removed from a log file, one digest deleted) and validated again, which must fail
+with the expected INVALID lines.
 """
 
 from __future__ import annotations
@@ -22,14 +28,16 @@ import gzip
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -63,6 +71,8 @@ DEMO_TRAILS_JSON = json.dumps(
     ]
 )
 SAMPLE_EVENT_NAMES = ("RunInstances", "CreateUser", "AttachUserPolicy", "RefundOrder")
+TRAIL_NAME = "opentrail"
+DIGEST_DELAY = timedelta(minutes=5)  # the deployed default (DIGEST_DELAY_SECONDS 300)
 
 # Environment for the embedded AWS: fake credentials, one region, no profile or endpoint
 # that could send a request anywhere, Powertools quiet (no EMF or INFO logs on stdout).
@@ -94,6 +104,71 @@ class DemoOptions:
     export: Path | None = None
     quiet: bool = False
     batch_every_minutes: int = DEFAULT_BATCH_EVERY_MINUTES
+    integrity: bool = True  # digest, validate, tamper with a copy, validate again
+
+
+@dataclass(frozen=True)
+class Validation:
+    """One `opentrail validate-logs --dir` run of the demo."""
+
+    region: str
+    rc: int
+    out: str
+    err: str
+
+    @property
+    def ratios(self) -> list[str]:
+        """ "4/4 digest files valid", "36/36 log files valid", ... (the CLI's summary lines)."""
+        return [line.strip() for line in self.out.splitlines() if " files valid" in line]
+
+    @property
+    def invalid(self) -> list[str]:
+        """The INVALID lines: the AWS CLI's (stderr), then OpenTrail's findings (stdout)."""
+        lines = [line for line in self.err.splitlines() if "\tINVALID: " in line]
+        return lines + [line for line in self.out.splitlines() if "\tINVALID: " in line]
+
+    @property
+    def problems(self) -> str:
+        for line in self.out.splitlines():
+            if line.startswith("no problems found") or "found beyond the AWS CLI's checks" in line:
+                return line.split(" (")[0]
+        return ""
+
+
+@dataclass
+class IntegrityReport:
+    digester_runs: int = 0
+    digests: int = 0
+    empty_digests: int = 0
+    log_files_listed: int = 0
+    chains: list[str] = field(default_factory=list)  # source regions
+    fingerprints: list[str] = field(default_factory=list)
+    first_window: datetime | None = None
+    last_window_end: datetime | None = None
+    directory: Path | None = None  # the export that was validated
+    trail_arn: str = ""
+    validations: list[Validation] = field(default_factory=list)
+    modified_log: str = ""
+    deleted_digest: str = ""
+    tampered: Validation | None = None
+    expected: list[str] = field(default_factory=list)  # lines the tampered run must print
+    elapsed_seconds: float = 0.0
+
+    @property
+    def valid(self) -> bool:
+        return bool(self.validations) and all(item.rc == 0 for item in self.validations)
+
+    @property
+    def detected(self) -> bool:
+        return (
+            self.tampered is not None
+            and self.tampered.rc == 1
+            and all(line in self.tampered.invalid for line in self.expected)
+        )
+
+    @property
+    def ok(self) -> bool:
+        return self.valid and self.detected
 
 
 @dataclass(frozen=True)
@@ -120,6 +195,7 @@ class DemoReport:
     buffer_depth: int = 0
     dead_letter_depth: int = 0
     exported: int | None = None
+    integrity: IntegrityReport | None = None
     elapsed_seconds: float = 0.0
 
     @property
@@ -140,6 +216,11 @@ class DemoReport:
 
     @property
     def ok(self) -> bool:
+        """Delivered exactly once and, when checked, the integrity demonstration passed."""
+        return self.delivered_ok and (self.integrity is None or self.integrity.ok)
+
+    @property
+    def delivered_ok(self) -> bool:
         """Every generated event delivered exactly once, nothing left in the buffer or DLQ."""
         return (
             not self.rejected
@@ -257,7 +338,18 @@ def run_demo(options: DemoOptions | None = None, *, out: TextIO | None = None) -
         from moto import mock_aws
 
         with mock_aws(), moto_transactions_snapshot_once(), _quiet_powertools():
-            _Pipeline(workload, options, report, out).run()
+            pipeline = _Pipeline(workload, options, report, out)
+            if options.integrity:
+                integrity = _Integrity(pipeline)
+                pipeline.digester = integrity
+                pipeline.run()
+                integrity.finish()
+                with tempfile.TemporaryDirectory(prefix="opentrail-demo-") as scratch:
+                    integrity.check(Path(scratch))
+            else:
+                pipeline.run()
+                if options.export is not None:
+                    pipeline.export(options.export)
     report.elapsed_seconds = time.monotonic() - started
     _print_summary(report, options, out)
     return report
@@ -307,6 +399,7 @@ class _Pipeline:
         )
         self.log_store = LogStore(self.resources.log_bucket, self.resources.kms_key_arn, client=self.s3)
         self.ledger = Ledger(self.resources.ledger_table, client=boto3.client("dynamodb", region_name=region))
+        self.digester: _Integrity | None = None  # runs the digester on its hourly schedule
 
     # -- the walk through simulated time ------------------------------------------------
 
@@ -329,6 +422,8 @@ class _Pipeline:
             last = minute == minutes - 1
             if (minute + 1) % every == 0 or last:
                 hour_files += self._batch("flush" if last else None)
+            if self.digester is not None:
+                self.digester.on_minute()
             if (minute + 1) % 60 == 0 or last:
                 if not options.quiet:
                     self._print_progress(minute + 1, hour_sent, hour_files)
@@ -479,10 +574,22 @@ class _Pipeline:
         report.dead_letter_depth = int(attributes["ApproximateNumberOfMessages"]) + int(
             attributes["ApproximateNumberOfMessagesNotVisible"]
         )
-        if self.options.export is not None:
-            from opentrail.local.export import export_bucket
 
-            report.exported = len(export_bucket(self.s3, report.bucket, self.options.export))
+    def export(self, directory: Path) -> None:
+        """The bucket, public keys and chain heads, as `opentrail export --ledger-table` writes them."""
+        import boto3
+
+        from opentrail.local.export import export_trail
+
+        result = export_trail(
+            self.s3,
+            self.report.bucket,
+            directory,
+            dynamodb=boto3.client("dynamodb", region_name=self.resources.region),
+            ledger_table=self.resources.ledger_table,
+            trails=[TRAIL_NAME],
+        )
+        self.report.exported = len(result.objects)
 
     # -- printing -------------------------------------------------------------------------
 
@@ -511,6 +618,151 @@ class _Pipeline:
             f"log files {files:>3}  buffer depth {depth}",
             file=self.out,
         )
+
+
+class _Integrity:
+    """The digester on its hourly schedule in simulated time, then the export validated and a
+    tampered copy caught."""
+
+    def __init__(self, pipeline: _Pipeline) -> None:
+        import boto3
+
+        from opentrail.adapters.digests import ChainHeads, DigestStore, LedgerReader, PublicKeyRegistry
+        from opentrail.adapters.signer import KmsSigner
+
+        self.pipeline = pipeline
+        self.report = IntegrityReport()
+        pipeline.report.integrity = self.report
+        resources = pipeline.resources
+        self.settings = resources.digester_settings(
+            trails=DEMO_TRAILS_JSON, log_level="WARNING", digest_delay_seconds=int(DIGEST_DELAY.total_seconds())
+        )
+        dynamodb = boto3.client("dynamodb", region_name=resources.region)
+        self.heads = ChainHeads(resources.ledger_table, client=dynamodb)
+        self.registry = PublicKeyRegistry(resources.ledger_table, client=dynamodb)
+        self.adapters: dict[str, Any] = {
+            "signer": KmsSigner(self.settings.signing_key_id, client=boto3.client("kms", region_name=resources.region)),
+            "store": DigestStore(resources.log_bucket, client=pipeline.s3),
+            "heads": self.heads,
+            "ledger": LedgerReader(resources.ledger_table, client=dynamodb),
+            "registry": self.registry,
+        }
+        self.report.trail_arn = f"arn:aws:cloudtrail:{resources.region}:{resources.account_id}:trail/{TRAIL_NAME}"
+
+    def on_minute(self) -> None:
+        """The hourly schedule: DIGEST_DELAY past each hour (after that minute's batcher run)."""
+        from opentrail.domain.chain import floor_hour
+
+        now = self.pipeline.clock()
+        first_run = floor_hour(self.pipeline.workload.start) + timedelta(hours=1) + DIGEST_DELAY
+        if now >= first_run and now - floor_hour(now) == DIGEST_DELAY:
+            self._run()
+
+    def finish(self) -> None:
+        """After the last delivery: the clock moves on through the hourly runs still to come,
+        up to the one that digests the last delivery's hour."""
+        from opentrail.domain.chain import floor_hour
+
+        clock = self.pipeline.clock
+        self.report.first_window = floor_hour(self.pipeline.workload.start)
+        self.report.last_window_end = floor_hour(clock()) + timedelta(hours=1)
+        run_at = floor_hour(clock()) + DIGEST_DELAY
+        if run_at <= clock():
+            run_at += timedelta(hours=1)
+        while run_at <= self.report.last_window_end + DIGEST_DELAY:
+            clock.advance_to(run_at)
+            self._run()
+            run_at += timedelta(hours=1)
+        self.report.chains = sorted({head.region for head in self.heads.list(TRAIL_NAME)})
+        self.report.fingerprints = [key.fingerprint for key in self.registry.all()]
+
+    def _run(self) -> None:
+        from opentrail.handlers import digester
+        from opentrail.local.context import LocalContext
+
+        resources = self.pipeline.resources
+        context = LocalContext(
+            function_name="opentrail-digester",
+            account_id=resources.account_id,
+            region=resources.region,
+            timeout_seconds=900.0,
+        )
+        summary = digester.handler(
+            {"action": "scheduled"}, context, settings=self.settings, clock=self.pipeline.clock, **self.adapters
+        )
+        _clear_metrics()
+        report = self.report
+        report.digester_runs += 1
+        report.digests += int(summary["digests"])
+        report.empty_digests += int(summary["emptyDigests"])
+        report.log_files_listed += int(summary["logFiles"]) + int(summary["backfilledFiles"])
+
+    def check(self, scratch: Path) -> None:
+        """Export (to --export DIR, else `scratch`), validate each source region, tamper with a copy."""
+        started = time.monotonic()
+        export = self.pipeline.options.export or scratch / "export"
+        self.pipeline.export(export)
+        self.report.directory = export
+        for region in self.report.chains:
+            self.report.validations.append(self._validate(export, region))
+        self._tamper(export, scratch / "tampered")
+        self.report.elapsed_seconds = time.monotonic() - started
+
+    def _validate(self, directory: Path, region: str) -> Validation:
+        import io
+
+        from opentrail.validate_logs import Options, run
+
+        first, end = self.report.first_window, self.report.last_window_end
+        if first is None or end is None:
+            raise RuntimeError("validate after the digester's last run")
+        out, err = io.StringIO(), io.StringIO()
+        options = Options(
+            trail_arn=self.report.trail_arn,
+            start_time=first.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            end_time=end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            directory=directory,
+            region=region,
+            workers=4,
+        )
+        return Validation(region=region, rc=run(options, out, err), out=out.getvalue(), err=err.getvalue())
+
+    def _tamper(self, export: Path, copy: Path) -> None:
+        """In a copy (home region): delete the second newest digest (the newest links to it, so
+        the AWS CLI's check finds it missing; with a single digest, none) and remove one record
+        from a log file a remaining digest lists; validate that region again."""
+        from opentrail.domain.digest import parse_digest_key
+        from opentrail.validate_logs import METADATA_SUFFIX
+
+        report = self.report
+        region = self.pipeline.resources.region
+        shutil.copytree(export, copy)
+        logs = sorted(copy.glob(f"AWSLogs/*/CloudTrail/{region}/*/*/*/*.json.gz"))
+        digests = sorted(copy.glob(f"AWSLogs/*/CloudTrail-Digest/{region}/*/*/*/*.json.gz"))
+        digest = digests[-2] if len(digests) >= 2 else None
+        deleted = parse_digest_key(digest.relative_to(copy).as_posix()) if digest is not None else None
+        window = (deleted.end_time - timedelta(hours=1)).strftime("%Y%m%dT%H") if deleted is not None else "-"
+        candidates = [path for path in logs if f"_{window}" not in path.name]  # listed by a digest that stays
+        if not digests or not candidates:
+            return
+        log = next((path for path in candidates if len(_records(path)) > 1), candidates[0])
+        document = json.loads(gzip.decompress(log.read_bytes()))
+        document["Records"] = document["Records"][1:]  # an event removed after delivery
+        log.write_bytes(gzip.compress(json.dumps(document, separators=(",", ":")).encode("utf-8"), mtime=0))
+        bucket = self.pipeline.report.bucket
+        report.modified_log = log.relative_to(copy).as_posix()
+        report.expected = [f"Log file\ts3://{bucket}/{report.modified_log}\tINVALID: hash value doesn't match"]
+        if digest is not None:
+            digest.unlink()
+            digest.with_name(digest.name + METADATA_SUFFIX).unlink()
+            report.deleted_digest = digest.relative_to(copy).as_posix()
+            report.expected.append(f"Digest file\ts3://{bucket}/{report.deleted_digest}\tINVALID: not found")
+        report.tampered = self._validate(copy, region)
+
+
+def _records(path: Path) -> list[Any]:
+    records: list[Any] = json.loads(gzip.decompress(path.read_bytes()))["Records"]
+    return records
 
 
 def _pick_sample(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
@@ -593,12 +845,68 @@ def _print_summary(report: DemoReport, options: DemoOptions, out: TextIO) -> Non
             p(f"Sample record ({report.sample.get('eventSource')} {report.sample.get('eventName')}):")
             for line in json.dumps(report.sample, indent=2, ensure_ascii=False).splitlines():
                 p(f"  {line}")
-    if report.exported is not None:
+    if report.exported is not None and options.export is not None:
         p()
-        p(f"Exported {report.exported} objects (each with <key>.metadata.json) to {options.export}")
+        p(
+            f"Exported {report.exported} objects (each with <key>.metadata.json), the public keys "
+            f"(public-keys/) and the chain heads (chain-heads.json) to {options.export}"
+        )
+    if report.integrity is not None:
+        _print_integrity(report, report.integrity, options, p)
     p()
-    verdict = "OK: every event delivered exactly once" if report.ok else "PROBLEM: see the counts above"
+    verdict = "OK: every event delivered exactly once" if report.delivered_ok else "PROBLEM: see the counts above"
+    if report.integrity is not None:
+        verdict += (
+            "; digests valid, tampering detected" if report.integrity.ok else "; PROBLEM: see the integrity section"
+        )
     p(f"{verdict}. Finished in {report.elapsed_seconds:.1f} s.")
+
+
+def _print_integrity(report: DemoReport, integrity: IntegrityReport, options: DemoOptions, p: Any) -> None:
+    def hhmm(moment: datetime | None) -> str:
+        return f"{moment:%H:%M}Z" if moment is not None else "-"
+
+    first_run = integrity.first_window + timedelta(hours=1) + DIGEST_DELAY if integrity.first_window else None
+    last_run = integrity.last_window_end + DIGEST_DELAY if integrity.last_window_end else None
+    when = f"{hhmm(first_run)} to {hhmm(last_run)}" if first_run != last_run else f"at {hhmm(last_run)}"
+    p()
+    p("Integrity (signed hourly digests, docs/integrity.md)")
+    p(
+        f"  digester     {integrity.digester_runs} hourly run{'s' if integrity.digester_runs != 1 else ''} "
+        f"in simulated time ({when}): "
+        f"{integrity.digests} digests ({integrity.empty_digests} empty) in {len(integrity.chains)} chains "
+        f"({', '.join(integrity.chains)})"
+    )
+    p(
+        f"               {integrity.log_files_listed} of {len(report.files)} log files listed; signed with KMS "
+        f"(RSA 2048), key fingerprint {', '.join(integrity.fingerprints)}"
+    )
+    where = options.export if options.export is not None else "a temporary export"
+    p(f"  validated    opentrail validate-logs --dir {where}, {hhmm(integrity.first_window)} to "
+      f"{hhmm(integrity.last_window_end)}, per source region:")  # fmt: skip
+    for item in integrity.validations:
+        state = "valid" if item.rc == 0 else f"INVALID (exit status {item.rc})"
+        p(f"    {item.region:<11} {', '.join(item.ratios)}; {item.problems or '-'}: {state}")
+        for line in item.invalid[:5]:
+            p(f"      {line}")
+    p(f"    {'all valid' if integrity.valid else 'NOT all valid'}")
+    tampered = integrity.tampered
+    if tampered is None:
+        p("  tampering    skipped (not enough log files or digests)")
+        return
+    log, digest = integrity.modified_log.rsplit("/", 1)[-1], integrity.deleted_digest.rsplit("/", 1)[-1]
+    p(f"  tampering    with a copy of the export: one record removed from {log},")
+    if digest:
+        p(f"               digest {digest} deleted; validate-logs --region {tampered.region}:")
+    else:
+        p(f"               (a single digest: none deleted); validate-logs --region {tampered.region}:")
+    shown = tampered.invalid[:8]
+    for line in shown:
+        p(f"    {line}")
+    if len(tampered.invalid) > len(shown):
+        p(f"    ... and {len(tampered.invalid) - len(shown)} more INVALID lines")
+    outcome = "detected" if integrity.detected else "NOT DETECTED as expected"
+    p(f"    {outcome}: exit status {tampered.rc}, {', '.join(tampered.ratios)}; {tampered.problems or '-'}")
 
 
 _PATH_NAMES = {

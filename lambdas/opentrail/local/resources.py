@@ -1,6 +1,7 @@
 """Create, in whatever boto3 points at (moto in tests and the demo), the resources the
 CDK stack defines, with the same shapes: KMS key, log bucket, buffer queue + DLQ with
-redrive, delivery ledger table with TTL. Keep in step with infra/ (a test compares them).
+redrive, delivery ledger table with TTL, event history table. Keep in step with infra/ (a test
+compares them).
 """
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ from typing import Any
 
 import boto3
 
-from opentrail.settings import BatcherSettings, EventBridgeCaptureSettings, IngestSettings
+from opentrail.settings import (
+    BatcherSettings,
+    DigesterSettings,
+    EventBridgeCaptureSettings,
+    IngestSettings,
+    QuerySettings,
+)
 
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
@@ -31,6 +38,8 @@ class LocalResources:
     dead_letter_queue_url: str
     ledger_table: str
     channel_arn: str
+    history_table: str
+    signing_key_arn: str = ""  # RSA_2048 SIGN_VERIFY key for digests (alias alias/<name>-digest-signing)
 
     def ingest_settings(self) -> IngestSettings:
         return IngestSettings(buffer_queue_url=self.buffer_queue_url, channel_arns=self.channel_arn)
@@ -45,9 +54,26 @@ class LocalResources:
             "log_bucket": self.log_bucket,
             "log_kms_key_arn": self.kms_key_arn,
             "ledger_table": self.ledger_table,
+            "history_table": self.history_table,
         }
         values.update(overrides)
         return BatcherSettings(**values)
+
+    def digester_settings(self, **overrides: Any) -> DigesterSettings:
+        values: dict[str, Any] = {
+            "log_bucket": self.log_bucket,
+            "ledger_table": self.ledger_table,
+            "signing_key_id": self.signing_key_arn,
+        }
+        values.update(overrides)
+        return DigesterSettings(**values)
+
+    def query_settings(self, **overrides: Any) -> QuerySettings:
+        """The query API's settings: LookupEvents over the history table, ListPublicKeys over the
+        key registry in the ledger table."""
+        values: dict[str, Any] = {"history_table": self.history_table, "ledger_table": self.ledger_table}
+        values.update(overrides)
+        return QuerySettings(**values)
 
 
 def provision(
@@ -62,6 +88,7 @@ def provision(
     kms = boto3.client("kms", region_name=region)
     key_arn = kms.create_key(Description=f"{name} log encryption key")["KeyMetadata"]["Arn"]
     kms.enable_key_rotation(KeyId=key_arn)
+    signing_key_arn = create_signing_key(kms, name)
 
     s3 = boto3.client("s3", region_name=region)
     bucket = f"{name}-logs-{account_id}-{region}"
@@ -119,6 +146,9 @@ def provision(
         TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiresAt"}
     )
 
+    history_table = f"{name}-history"
+    create_history_table(dynamodb, history_table, key_arn)
+
     return LocalResources(
         account_id=account_id,
         region=region,
@@ -128,4 +158,41 @@ def provision(
         dead_letter_queue_url=dlq_url,
         ledger_table=table,
         channel_arn=f"arn:aws:cloudtrail:{region}:{account_id}:channel/{CHANNEL_NAME}",
+        history_table=history_table,
+        signing_key_arn=signing_key_arn,
     )
+
+
+def create_history_table(dynamodb: Any, table: str, kms_key_arn: str | None = None) -> None:
+    """The event history table (docs/history.md): pk/sk strings, on-demand, KMS, TTL, PITR."""
+    sse: dict[str, Any] = {"Enabled": True, "SSEType": "KMS"}
+    if kms_key_arn:
+        sse["KMSMasterKeyId"] = kms_key_arn
+    dynamodb.create_table(
+        TableName=table,
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        BillingMode="PAY_PER_REQUEST",
+        SSESpecification=sse,
+    )
+    dynamodb.update_time_to_live(
+        TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiresAt"}
+    )
+    dynamodb.update_continuous_backups(
+        TableName=table, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True}
+    )
+
+
+def create_signing_key(kms: Any, name: str = "opentrail", *, alias: bool = True) -> str:
+    """The digest signing key (as infra/integrity.py): RSA_2048, SIGN_VERIFY; returns its ARN."""
+    arn = str(
+        kms.create_key(Description=f"{name} digest signing key", KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")[
+            "KeyMetadata"
+        ]["Arn"]
+    )
+    if alias:
+        kms.create_alias(AliasName=f"alias/{name}-digest-signing", TargetKeyId=arn)
+    return arn
