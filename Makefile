@@ -24,7 +24,8 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
-# Tools that read CloudTrail logs (trailscraper), in their own venv: the tests run them on our output.
+# Tools that read CloudTrail logs (trailscraper) or call CloudTrail APIs (the AWS CLI v1), in their own venv:
+# the tests run them on our output and against `opentrail local`.
 $(TOOLS_STAMP): requirements-tools.txt
 	$(PYTHON) -m venv $(TOOLS_VENV)
 	$(TOOLS_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-tools.txt
@@ -64,8 +65,12 @@ deploy: install
 destroy: install
 	$(CDK) destroy $(ARGS)
 
+# Every benchmark, each printing its figures (recorded in docs/benchmarks.md). BENCH_ARGS=--quick for a fast check.
 bench: install
-	$(PY) benchmarks/run.py $(ARGS)
+	$(PY) benchmarks/run.py $(BENCH_ARGS)
+	PYTHONPATH=. $(PY) -m benchmarks.history_bench $(BENCH_ARGS)
+	PYTHONPATH=. $(PY) -m benchmarks.validate_bench
+	PYTHONPATH=. $(PY) -m benchmarks.insights_eval $(BENCH_ARGS)
 
 # Opt-in: end-to-end tests against a deployed stack (see docs/deploy.md).
 e2e-deployed: install

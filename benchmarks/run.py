@@ -419,6 +419,7 @@ def batcher_settings_fake() -> Any:
         log_bucket="bench-logs",
         log_kms_key_arn=f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/bench",
         ledger_table="bench-ledger",
+        history_table="bench-history",
     )
 
 

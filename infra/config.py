@@ -60,6 +60,9 @@ RULES: Final[dict[str, str]] = {
     "logRetentionDays": f"must be a CloudWatch Logs retention period: {', '.join(map(str, LOG_RETENTION_DAYS))}",
     "powertoolsLayerVersion": "must be a positive integer (a version of the public Powertools v3 layer)",
     "channelName": "3-128 characters [A-Za-z0-9._-]",
+    "historyRetentionDays": "must be an integer between 1 and 3650",
+    "historyDataEvents": "must be true or false",
+    "logFileValidation": "must be true or false",
     "eventBridgeCapturePattern": (
         f"must be a non-empty EventBridge event pattern object using only {', '.join(EVENT_PATTERN_FIELDS)}"
     ),
@@ -100,6 +103,12 @@ class OpenTrailConfig(BaseModel):
     powertools_layer_version: int = Field(default=DEFAULT_POWERTOOLS_LAYER_VERSION, ge=1)
     channel_name: str = "opentrail"
     event_bridge_capture_pattern: dict[str, Any] = Field(default_factory=_default_pattern)
+    # Event history (docs/history.md): days before index items expire after their eventTime,
+    # and whether data events are indexed too (CloudTrail's event history has none).
+    history_retention_days: int = Field(default=90, ge=1, le=3650)
+    history_data_events: bool = False
+    # Log file integrity validation (docs/integrity.md): hourly signed digests + signing key.
+    log_file_validation: bool = True
 
     @property
     def visibility_timeout_seconds(self) -> int:

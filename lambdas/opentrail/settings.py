@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+import json
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from opentrail.domain.insights import Sensitivity
 from opentrail.domain.trail import DEFAULT_TRAIL_NAME, Trail, TrailError, trails_from_json, trails_to_json
 
 DEFAULT_TRAILS_JSON = trails_to_json([Trail(name=DEFAULT_TRAIL_NAME)])
@@ -86,6 +88,14 @@ class BatcherSettings(Settings):
     # Long-poll the first receive of a run (a moment's wait avoids an empty scheduled run
     # when messages are just arriving; tests and the demo set 0).
     receive_wait_seconds: int = Field(default=1, ge=0, le=20)
+    # The event history index (docs/history.md): table, days before items expire (TTL after
+    # eventTime), and whether data events are indexed too (management and Insights always are).
+    history_table: str
+    history_retention_days: int = Field(default=90, ge=1, le=3650)
+    history_data_events: bool = False
+    # Insights (docs/insights.md, "Live"): the table receiving one partial per-minute
+    # aggregate item per (account, region, minute) and batch; empty: no aggregates.
+    insights_table: str = ""
 
     @field_validator("trails")
     @classmethod
@@ -99,3 +109,92 @@ class BatcherSettings(Settings):
     @property
     def trail_list(self) -> tuple[Trail, ...]:
         return trails_from_json(self.trails)
+
+
+class QuerySettings(Settings):
+    """LookupFunction: CloudTrail's query API (LookupEvents) over the history table."""
+
+    history_table: str
+    # LookupEvents' default StartTime is now minus this many days (CloudTrail: 90).
+    history_retention_days: int = Field(default=90, ge=1, le=3650)
+    # ListPublicKeys reads the digest signing keys' registry, kept in the ledger table
+    # (docs/integrity.md); empty: ListPublicKeys answers with an empty list.
+    ledger_table: str = ""
+
+
+class DigesterSettings(Settings):
+    """DigesterFunction: hourly signed digest files (docs/integrity.md)."""
+
+    log_bucket: str
+    ledger_table: str
+    signing_key_id: str = Field(description="the RSA_2048 SIGN_VERIFY KMS key (ARN, id or alias)")
+    trails: str = DEFAULT_TRAILS_JSON
+    # A window [H, H+1h) is digested at H+1h+delay: the delay covers the batcher's longest
+    # run (deliveredAt is stamped when a batch starts, its ledger items land at its end) plus
+    # clock skew. The schedule fires at minute ceil(delay/60) of each hour.
+    digest_delay_seconds: int = Field(default=300, ge=60, le=3000)
+    # Delivery hours re-read for late files (backfill digests).
+    backfill_lookback_hours: int = Field(default=48, ge=1, le=24 * 14)
+    # Catch-up bound per run (windows per trail); later runs continue, nothing is skipped.
+    max_windows_per_run: int = Field(default=168, ge=1, le=24 * 31)
+    time_budget_margin_seconds: int = Field(default=20, ge=1, le=600)
+
+    @field_validator("trails")
+    @classmethod
+    def _valid_trails(cls, value: str) -> str:
+        try:
+            trails_from_json(value)
+        except (TrailError, ValueError) as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    @property
+    def trail_list(self) -> tuple[Trail, ...]:
+        return trails_from_json(self.trails)
+
+
+class InsightsSettings(Settings):
+    """InsightsFunction: analyses the batcher's minute aggregates, delivers Insights events
+    (docs/insights.md, "Live")."""
+
+    insights_table: str
+    history_table: str
+    history_retention_days: int = Field(default=90, ge=1, le=3650)
+    log_bucket: str
+    log_kms_key_arn: str
+    # The trail's S3KeyPrefix (empty: none): Insights files go to [prefix/]AWSLogs/<account>/CloudTrail-Insight/.
+    s3_key_prefix: str = ""
+    # low | medium | high, then single knobs as a JSON object, e.g. {"rate_sigma": 5} (Sensitivity).
+    sensitivity: str = "medium"
+    sensitivity_overrides: str = "{}"
+    # The EventBridge bus receiving "AWS Insight via CloudTrail" events; empty: none sent.
+    event_bus: str = "default"
+    # A minute is analysed once this many minutes have passed after its end: covers the time
+    # from an API call to its batch being delivered (capture + buffer + batcher schedule).
+    settle_minutes: int = Field(default=10, ge=1, le=120)
+    # Catch-up bound per run (minutes); later runs continue, nothing is skipped.
+    max_minutes_per_run: int = Field(default=720, ge=5, le=4320)
+    # Minutes analysed by the very first run (no scope state yet).
+    initial_lookback_minutes: int = Field(default=60, ge=1, le=4320)
+    # Scope state (baselines, open insights) expires this long after its last update.
+    state_ttl_days: int = Field(default=35, ge=1, le=400)
+    time_budget_margin_seconds: int = Field(default=20, ge=1, le=600)
+
+    @field_validator("sensitivity")
+    @classmethod
+    def _valid_sensitivity(cls, value: str) -> str:
+        Sensitivity.preset(value)
+        return value
+
+    @field_validator("sensitivity_overrides")
+    @classmethod
+    def _valid_overrides(cls, value: str) -> str:
+        data = json.loads(value)
+        if not isinstance(data, dict):
+            raise ValueError("must be a JSON object")
+        Sensitivity().with_overrides(data)
+        return value
+
+    def sensitivity_model(self) -> Sensitivity:
+        """The `Sensitivity` these settings describe (preset + overrides)."""
+        return Sensitivity.preset(self.sensitivity).with_overrides(json.loads(self.sensitivity_overrides))

@@ -60,6 +60,9 @@ def test_config_accepts_json_string_from_command_line() -> None:
         ({"eventBridgeCapturePattern": {}}, "eventBridgeCapturePattern", "non-empty EventBridge event pattern"),
         ({"eventBridgeCapturePattern": {"detailType": ["x"]}}, "eventBridgeCapturePattern", "using only"),
         ({"eventBridgeCapturePattern": {"source": "x"}}, "eventBridgeCapturePattern.source", "non-empty list"),
+        ({"historyRetentionDays": 0}, "historyRetentionDays", "between 1 and 3650"),
+        ({"historyRetentionDays": "90"}, "historyRetentionDays", "between 1 and 3650"),
+        ({"historyDataEvents": "yes"}, "historyDataEvents", "true or false"),
         ({"batchSchedule": 1}, "batchSchedule", "unknown key"),
     ],
 )

@@ -7,12 +7,23 @@ from typing import Any
 import pytest
 
 from infra.function import BATCHER_HANDLER, EVENTBRIDGE_CAPTURE_HANDLER, INGEST_HANDLER
-from opentrail.settings import BatcherSettings, EventBridgeCaptureSettings, IngestSettings, Settings
+from infra.history import QUERY_HANDLER
+from infra.integrity import DIGESTER_HANDLER
+from opentrail.settings import (
+    BatcherSettings,
+    DigesterSettings,
+    EventBridgeCaptureSettings,
+    IngestSettings,
+    QuerySettings,
+    Settings,
+)
 
 SETTINGS: dict[str, type[Settings]] = {
     INGEST_HANDLER: IngestSettings,
     EVENTBRIDGE_CAPTURE_HANDLER: EventBridgeCaptureSettings,
     BATCHER_HANDLER: BatcherSettings,
+    QUERY_HANDLER: QuerySettings,
+    DIGESTER_HANDLER: DigesterSettings,
 }
 LAYER = "arn:aws:lambda:us-east-1:017000801446:layer:AWSLambdaPowertoolsPythonV3-python312-x86_64:{}"
 
@@ -25,7 +36,7 @@ def _actions(statements: list[dict[str, Any]]) -> set[str]:
     return actions
 
 
-def test_functions_are_exactly_the_three_handlers(default_synth: Any) -> None:
+def test_functions_are_exactly_the_known_handlers(default_synth: Any) -> None:
     handlers = {f["Properties"]["Handler"] for f in default_synth.resources("AWS::Lambda::Function").values()}
     assert handlers == set(SETTINGS)
 

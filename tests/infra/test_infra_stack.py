@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from aws_cdk.assertions import Match
 
 from infra.batcher import LEDGER_TTL_ATTRIBUTE
@@ -14,7 +15,7 @@ from opentrail.local import resources as local
 
 
 def _key_id(synth: Any) -> str:
-    key_id, _ = synth.one("AWS::KMS::Key")
+    key_id, _ = synth.one("AWS::KMS::Key", prefix="LogArchive")
     return str(key_id)
 
 
@@ -34,7 +35,7 @@ def _queue(synth: Any, *, dead_letter: bool) -> Any:
 
 
 def test_log_archive_key_rotates_and_is_retained(default_synth: Any) -> None:
-    _, key = default_synth.one("AWS::KMS::Key")
+    _, key = default_synth.one("AWS::KMS::Key", prefix="LogArchive")
     assert key["Properties"]["EnableKeyRotation"] is True
     assert key["DeletionPolicy"] == "Retain"
 
@@ -176,9 +177,11 @@ def test_capture_every_api_method_requires_iam_auth(default_synth: Any) -> None:
 
 def test_capture_put_audit_events_is_a_lambda_proxy_to_ingest(default_synth: Any) -> None:
     ingest_id, _ = default_synth.function(INGEST_HANDLER)
-    _, resource = default_synth.one("AWS::ApiGateway::Resource")
+    resource_id, resource = default_synth.one("AWS::ApiGateway::Resource")
     assert resource["Properties"]["PathPart"] == "PutAuditEvents"
-    (method,) = default_synth.resources("AWS::ApiGateway::Method").values()
+    _, method = default_synth.one(
+        "AWS::ApiGateway::Method", lambda r: r["Properties"]["ResourceId"] == {"Ref": resource_id}
+    )
     props = method["Properties"]
     assert props["HttpMethod"] == "POST"
     assert props["Integration"]["Type"] == "AWS_PROXY"
@@ -231,15 +234,17 @@ def test_capture_eventbridge_function_has_dlq_and_two_retries(default_synth: Any
 def test_batcher_schedule_rate_and_scheduled_input(default_synth: Any, variant_synth: Any) -> None:
     for synth, rate in ((default_synth, "rate(1 minute)"), (variant_synth, "rate(5 minutes)")):
         batcher_id, _ = synth.function(BATCHER_HANDLER)
-        _, rule = synth.one("AWS::Events::Rule", lambda r: "ScheduleExpression" in r["Properties"])
+        _, rule = synth.one("AWS::Events::Rule", lambda r: "ScheduleExpression" in r["Properties"], prefix="Batcher")
         assert rule["Properties"]["ScheduleExpression"] == rate
         (target,) = rule["Properties"]["Targets"]
         assert target["Arn"] == {"Fn::GetAtt": [batcher_id, "Arn"]}
         assert json.loads(target["Input"]) == {"action": "scheduled"}
 
 
-def test_batcher_ledger_table_shape_pitr_sse_ttl(default_synth: Any) -> None:
-    _, table = default_synth.one("AWS::DynamoDB::Table")
+@pytest.mark.parametrize("prefix", ["BatcherDeliveryLedger", "BatcherEventHistory"])
+def test_batcher_tables_shape_pitr_sse_ttl(default_synth: Any, prefix: str) -> None:
+    _, table = default_synth.one("AWS::DynamoDB::Table", prefix=prefix)
+    assert "GlobalSecondaryIndexes" not in table["Properties"]
     props = table["Properties"]
     assert props["KeySchema"] == [
         {"AttributeName": "pk", "KeyType": "HASH"},
@@ -260,6 +265,23 @@ def test_batcher_ledger_table_shape_pitr_sse_ttl(default_synth: Any) -> None:
     assert table["DeletionPolicy"] == "Retain"
 
 
+def test_batcher_history_settings_and_grants(default_synth: Any) -> None:
+    history_id, _ = default_synth.one("AWS::DynamoDB::Table", prefix="BatcherEventHistory")
+    _, batcher = default_synth.function(BATCHER_HANDLER)
+    variables = batcher["Properties"]["Environment"]["Variables"]
+    assert variables["HISTORY_TABLE"] == {"Ref": history_id}
+    assert variables["HISTORY_RETENTION_DAYS"] == "90"
+    assert variables["HISTORY_DATA_EVENTS"] == "false"
+
+    def listed(value: Any) -> list[Any]:
+        return value if isinstance(value, list) else [value]
+
+    arn = {"Fn::GetAtt": [history_id, "Arn"]}
+    granted = [s for s in default_synth.role_policy_statements(BATCHER_HANDLER) if arn in listed(s["Resource"])]
+    actions = {action for s in granted for action in listed(s["Action"])}
+    assert {"dynamodb:BatchWriteItem", "dynamodb:PutItem", "dynamodb:GetItem"} <= actions
+
+
 def test_batcher_trails_setting_carries_trail_name_and_prefix(default_synth: Any, variant_synth: Any) -> None:
     for synth, prefix in ((default_synth, None), (variant_synth, "audit/prod")):
         _, batcher = synth.function(BATCHER_HANDLER)
@@ -275,12 +297,15 @@ def test_stack_outputs(default_synth: Any) -> None:
     outputs = default_synth.template.find_outputs("*")
     assert set(outputs) == {
         "IngestApiUrl",
+        "QueryApiUrl",
         "LogBucketName",
         "BufferQueueUrl",
         "DeadLetterQueueUrl",
         "LedgerTableName",
         "ChannelArn",
         "BatcherFunctionName",
+        "DigestSigningKeyArn",
+        "DigesterFunctionName",
     }
     default_synth.template.has_output(
         "ChannelArn",

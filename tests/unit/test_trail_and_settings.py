@@ -122,7 +122,12 @@ def test_trails_json_rejects_duplicates_and_more_than_five() -> None:
 
 def test_settings_round_trip_through_the_environment() -> None:
     settings = BatcherSettings(
-        buffer_queue_url="q", dead_letter_queue_url="d", log_bucket="b", log_kms_key_arn="k", ledger_table="t"
+        buffer_queue_url="q",
+        dead_letter_queue_url="d",
+        log_bucket="b",
+        log_kms_key_arn="k",
+        ledger_table="t",
+        history_table="h",
     )
     environment = settings.to_env()
 
@@ -141,6 +146,7 @@ def test_settings_errors_name_the_variable() -> None:
                 "LOG_BUCKET": "b",
                 "LOG_KMS_KEY_ARN": "k",
                 "LEDGER_TABLE": "t",
+                "HISTORY_TABLE": "h",
                 "TRAILS": '[{"Name": "x"}]',
             }
         )
