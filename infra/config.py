@@ -63,6 +63,9 @@ RULES: Final[dict[str, str]] = {
     "historyRetentionDays": "must be an integer between 1 and 3650",
     "historyDataEvents": "must be true or false",
     "logFileValidation": "must be true or false",
+    "objectLockMode": "must be null (off), GOVERNANCE or COMPLIANCE",
+    "objectLockRetentionDays": "must be an integer of at least 1, and at most logExpirationDays when that is set",
+    "tracing": "must be true or false",
     "eventBridgeCapturePattern": (
         f"must be a non-empty EventBridge event pattern object using only {', '.join(EVENT_PATTERN_FIELDS)}"
     ),
@@ -109,6 +112,12 @@ class OpenTrailConfig(BaseModel):
     history_data_events: bool = False
     # Log file integrity validation (docs/integrity.md): hourly signed digests + signing key.
     log_file_validation: bool = True
+    # Optional WORM (docs/integrity.md, "Object Lock"): S3 Object Lock default retention on the
+    # log bucket for log files and digests. Off by default; it can only be set at bucket creation.
+    object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] | None = None
+    object_lock_retention_days: int = Field(default=365, ge=1)
+    # Active X-Ray tracing on every function (docs/benchmarks.md: its cost per 100k events).
+    tracing: bool = True
 
     @property
     def visibility_timeout_seconds(self) -> int:
@@ -157,6 +166,16 @@ def _check_rules(config: OpenTrailConfig) -> None:
             "logExpirationDays",
             f"must be greater than logTransitionDays ({config.log_transition_days})",
             config.log_expiration_days,
+        )
+    if (
+        config.object_lock_mode
+        and config.log_expiration_days is not None
+        and config.object_lock_retention_days > config.log_expiration_days
+    ):
+        raise ConfigError(
+            "objectLockRetentionDays",
+            f"must be at most logExpirationDays ({config.log_expiration_days}): locked versions cannot expire",
+            config.object_lock_retention_days,
         )
     if not config.access_logging and not (config.access_logging_disabled_reason or "").strip():
         raise ConfigError("accessLoggingDisabledReason", RULES["accessLoggingDisabledReason"], show_value=False)

@@ -126,7 +126,7 @@ def create_function(
         description=description,
         timeout=timeout,
         memory_size=memory_size,
-        tracing=lambda_.Tracing.ACTIVE,
+        tracing=lambda_.Tracing.ACTIVE if config.tracing else lambda_.Tracing.DISABLED,
         log_group=log_group,
         role=role,
         dead_letter_queue=dead_letter_queue,

@@ -72,12 +72,24 @@ class LogArchive(Construct):
             server_access_logs_prefix="log-bucket/" if self.access_log_bucket else None,
             lifecycle_rules=[self._lifecycle(config)],
             removal_policy=RemovalPolicy.RETAIN,
+            object_lock_enabled=True if config.object_lock_mode else None,
+            object_lock_default_retention=self._object_lock(config),
         )
         if not config.access_logging:
             acknowledge(
                 self.bucket,
                 {"AwsSolutions-S1": f"Disabled by configuration: {config.access_logging_disabled_reason}"},
             )
+
+    @staticmethod
+    def _object_lock(config: OpenTrailConfig) -> s3.ObjectLockRetention | None:
+        """WORM for log files and digests (off by default; docs/integrity.md, "Object Lock")."""
+        if config.object_lock_mode is None:
+            return None
+        days = Duration.days(config.object_lock_retention_days)
+        if config.object_lock_mode == "COMPLIANCE":
+            return s3.ObjectLockRetention.compliance(days)
+        return s3.ObjectLockRetention.governance(days)
 
     @staticmethod
     def _lifecycle(config: OpenTrailConfig) -> s3.LifecycleRule:

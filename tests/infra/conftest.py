@@ -93,6 +93,9 @@ VARIANT = {
     "powertoolsLayerVersion": 31,
     "channelName": "payments",
     "eventBridgeCapturePattern": {"source": [{"prefix": "com.example."}], "detail-type": ["Audit"]},
+    "objectLockMode": "COMPLIANCE",
+    "objectLockRetentionDays": 2555,
+    "tracing": False,
 }
 
 

@@ -38,6 +38,14 @@ def test_config_accepts_json_string_from_command_line() -> None:
     ("overrides", "key", "rule"),
     [
         ({"batchScheduleMinutes": 0}, "batchScheduleMinutes", "between 1 and 5"),
+        ({"objectLockMode": "WORM"}, "objectLockMode", "GOVERNANCE or COMPLIANCE"),
+        ({"objectLockMode": "GOVERNANCE", "objectLockRetentionDays": 0}, "objectLockRetentionDays", "at least 1"),
+        (
+            {"objectLockMode": "COMPLIANCE", "objectLockRetentionDays": 400, "logExpirationDays": 365},
+            "objectLockRetentionDays",
+            "at most logExpirationDays",
+        ),
+        ({"tracing": "yes"}, "tracing", "true or false"),
         ({"batchScheduleMinutes": 6}, "batchScheduleMinutes", "between 1 and 5"),
         ({"batchScheduleMinutes": "2"}, "batchScheduleMinutes", "between 1 and 5"),
         ({"batcherTimeoutSeconds": 901}, "batcherTimeoutSeconds", "between 30 and 900"),

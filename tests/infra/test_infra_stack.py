@@ -311,3 +311,27 @@ def test_stack_outputs(default_synth: Any) -> None:
         "ChannelArn",
         {"Value": Match.string_like_regexp(r"^arn:.*:cloudtrail:us-east-1:123456789012:channel/opentrail$")},
     )
+
+
+def test_log_bucket_has_no_object_lock_by_default(default_synth: Any) -> None:
+    _, bucket = _log_bucket(default_synth)
+
+    assert "ObjectLockEnabled" not in bucket["Properties"]
+    assert "ObjectLockConfiguration" not in bucket["Properties"]
+
+
+def test_log_bucket_object_lock_as_configured(variant_synth: Any) -> None:
+    properties = _log_bucket(variant_synth)[1]["Properties"]
+
+    assert properties["ObjectLockEnabled"] is True
+    assert properties["ObjectLockConfiguration"] == {
+        "ObjectLockEnabled": "Enabled",
+        "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 2555}},
+    }
+
+
+def test_tracing_can_be_switched_off(variant_synth: Any) -> None:
+    functions = variant_synth.template.find_resources("AWS::Lambda::Function")
+
+    assert functions
+    assert all("TracingConfig" not in f["Properties"] for f in functions.values())

@@ -269,3 +269,33 @@ def test_redelivered_messages_after_a_crash_are_received_again(harness: Harness)
     assert len(received) == 1
     harness.buffer.release()
     assert len(harness.buffer.receive(max_messages=10)) == 1
+
+
+def test_under_object_lock_an_aborted_partial_file_stays_unlisted_and_nothing_is_lost(harness: Harness) -> None:
+    """WORM mode: the partial file of a crashed batch cannot be deleted; the batcher keeps
+    going, the records are delivered again in the retried batch, and the locked file is in
+    no ledger item (so no digest lists it and validate-logs reports it as unlisted)."""
+    bucket = harness.resources.log_bucket
+    harness.s3.put_object_lock_configuration(
+        Bucket=bucket,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}},
+        },
+    )
+    records = two_account_batch(harness)
+    store = CrashingLogStore(bucket, harness.resources.kms_key_arn, crash_before_put=1)
+    with pytest.raises(Crash):
+        harness.run(log_store=store)
+    (orphan,) = harness.object_keys()
+    harness.buffer.release()
+
+    summary = harness.run(at=LATER)
+
+    assert summary["resolvedAborted"] == 1
+    assert summary["batches"] == 1
+    assert orphan in harness.object_keys()
+    ledger_keys = sorted(i["key"] for i in harness.items("LEDGER#"))
+    assert orphan not in ledger_keys
+    assert sorted([*ledger_keys, orphan]) == harness.object_keys()
+    assert harness.queue_depth() == 0

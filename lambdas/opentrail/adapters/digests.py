@@ -109,6 +109,8 @@ class DigestStore:
                 ContentType=DIGEST_CONTENT_TYPE,
                 Metadata=metadata,
                 ServerSideEncryption="AES256",
+                # Integrity of the upload, and required by S3 Object Lock (WORM mode) buckets.
+                ChecksumAlgorithm="SHA256",
                 IfNoneMatch="*",
             )
         except ClientError as error:

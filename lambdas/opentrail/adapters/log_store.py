@@ -17,6 +17,15 @@ class LogStoreError(RuntimeError):
     """S3 refused a request; the batch stops and its messages come back later."""
 
 
+class ObjectLockedError(LogStoreError):
+    """The object cannot be deleted: S3 Object Lock retention protects it (WORM mode)."""
+
+
+def _locked(message: str) -> bool:
+    # S3 answers AccessDenied "... because object protected by object lock".
+    return "object lock" in message.lower()
+
+
 class LogStore:
     """Writes CloudTrail log files with SSE-KMS under the project key.
 
@@ -52,6 +61,9 @@ class LogStore:
                 Body=body,
                 ContentLength=length,
                 ContentType="application/json",
+                # S3 verifies the upload; the algorithm header is also what S3 Object Lock
+                # (WORM mode) requires on every PutObject into a bucket with default retention.
+                ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=base64.b64encode(digest.digest()).decode(),
                 ServerSideEncryption="aws:kms",
                 SSEKMSKeyId=self.kms_key_arn,
@@ -112,7 +124,11 @@ class LogStore:
                 )
                 if response.get("Errors"):
                     first = response["Errors"][0]
+                    if _locked(first.get("Message", "")):
+                        raise ObjectLockedError(f"s3://{self.bucket}/{key}: protected by S3 Object Lock")
                     raise LogStoreError(f"s3://{self.bucket}/{key}: DeleteObjects failed: {first.get('Code')}")
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
+            if _locked(error.response.get("Error", {}).get("Message", "")):
+                raise ObjectLockedError(f"s3://{self.bucket}/{key}: protected by S3 Object Lock") from error
             raise LogStoreError(f"s3://{self.bucket}/{key}: delete failed: {code or error}") from error
