@@ -26,10 +26,14 @@ INGEST_HANDLER: Final = "opentrail.handlers.ingest.handler"
 EVENTBRIDGE_CAPTURE_HANDLER: Final = "opentrail.handlers.eventbridge_capture.handler"
 BATCHER_HANDLER: Final = "opentrail.handlers.batcher.handler"
 
-# What the Lambda asset leaves out: the local runtime (moto), the command line, caches, tests.
+# What the Lambda asset leaves out: the local runtime (moto), the command line and its
+# command modules, caches, tests.
 ASSET_EXCLUDE: Final = [
     "opentrail/local",
     "opentrail/cli*",
+    "opentrail/lookup_cli.py",
+    "opentrail/validate_logs.py",
+    "opentrail/insights_offline.py",
     "**/__pycache__",
     "**/*.pyc",
     "*.egg-info",

@@ -107,3 +107,16 @@ def test_batcher_policy_is_scoped(default_synth: Any, variant_synth: Any) -> Non
         assert _actions([listing]) == {"s3:ListBucket", "s3:ListBucketVersions"}
         assert listing["Resource"]["Fn::GetAtt"][1] == "Arn"
         assert not any(a.endswith(":*") or a == "*" for a in actions if not a.startswith("xray:"))
+
+
+def test_lambda_asset_ships_handlers_but_not_the_command_line(default_synth: Any) -> None:
+    """The asset directory CDK staged for the functions: runtime code in, CLI/local mode out."""
+    from pathlib import Path
+
+    assets = [p for p in Path(default_synth.app.outdir).iterdir() if p.is_dir() and p.name.startswith("asset.")]
+    shipped = {str(f.relative_to(asset)) for asset in assets for f in asset.rglob("*.py")}
+
+    assert "opentrail/handlers/batcher.py" in shipped
+    assert "opentrail/handlers/query.py" in shipped
+    assert not {"opentrail/cli.py", "opentrail/lookup_cli.py", "opentrail/validate_logs.py"} & shipped
+    assert not any(path.startswith("opentrail/local/") for path in shipped)
