@@ -14,7 +14,8 @@ Per batch (up to ``max_batch_messages`` messages):
    and plan again;
 3. write every file with If-None-Match: *;
 4. finalize: ledger items, then intent PENDING → DONE;
-5. index: the event history items of the batch's records, then the batch's "indexed" marker
+5. index: the event history items of the batch's records and, with an Insights table, the
+   batch's partial per-minute aggregates (docs/insights.md), then the batch's "indexed" marker
    (docs/history.md); a DONE batch found without its marker (a run died between DONE and
    the marker) is indexed again from its log files in S3 before its messages are deleted;
 6. delete the batch's messages.
@@ -22,18 +23,20 @@ Per batch (up to ``max_batch_messages`` messages):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import Enum
-from typing import Any, Final
+from typing import IO, Any, Final
 
 from aws_lambda_powertools import Logger
 
 from opentrail.adapters.buffer import Buffer, Message
 from opentrail.adapters.history import EventHistory, HistoryStoreError
+from opentrail.adapters.insights_store import InsightsStore, InsightsStoreError
 from opentrail.adapters.ledger import Claim, Ledger, LedgerError
-from opentrail.adapters.log_store import LogStore, LogStoreError
+from opentrail.adapters.log_store import LogStore, LogStoreError, ObjectLockedError
 from opentrail.domain.batch import (
     MAX_FILES_PER_BATCH,
     BatchPlan,
@@ -46,6 +49,8 @@ from opentrail.domain.batch import (
 )
 from opentrail.domain.bundle import BundleError, unpack
 from opentrail.domain.clock import Clock
+from opentrail.domain.history import iter_log_records
+from opentrail.domain.insights import Aggregator
 from opentrail.domain.log_file import MAX_COMPRESSED_BYTES
 from opentrail.domain.trail import Trail
 from opentrail.settings import BatcherSettings
@@ -59,6 +64,8 @@ INTENT_TTL: Final = timedelta(days=15)
 # A claim whose intent is gone (TTL deleted the intent first) is stale after this long:
 # 2 × the longest visibility timeout the stack uses (6 × Lambda's 15-minute maximum).
 STALE_CLAIM_AFTER: Final = timedelta(hours=3)
+_HISTORY_WRITE: Final = 25  # index items per BatchWriteItem
+_READ_CHUNK: Final = 1024 * 1024
 
 
 class Outcome(Enum):
@@ -114,6 +121,7 @@ class DrainSummary:
     failed_batches: int = 0
     indexed: int = 0  # records written to the event history index
     reindexed_batches: int = 0  # DONE batches whose index this run rebuilt from their log files
+    aggregate_items: int = 0  # Insights minute-aggregate items written (docs/insights.md)
     errors: list[str] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
     stopped_by: str = "drained"
@@ -135,6 +143,7 @@ class DrainSummary:
             "failedBatches": self.failed_batches,
             "indexed": self.indexed,
             "reindexedBatches": self.reindexed_batches,
+            "aggregateItems": self.aggregate_items,
             "errors": list(self.errors),
             "files": list(self.files),
             "stoppedBy": self.stopped_by,
@@ -161,11 +170,13 @@ class Batcher:
         config: BatcherConfig,
         clock: Clock,
         history: EventHistory | None = None,
+        insights: InsightsStore | None = None,
     ):
         self.buffer = buffer
         self.log_store = log_store
         self.ledger = ledger
         self.history = history  # None: no event history index (tests of the log files alone)
+        self.insights = insights  # None: no Insights aggregates
         self.config = config
         self.clock = clock
 
@@ -190,7 +201,7 @@ class Batcher:
                 break
             try:
                 carry = self._batch(messages, summary, remaining_ms)
-            except (LogStoreError, LedgerError, HistoryStoreError, _Stop) as error:
+            except (LogStoreError, LedgerError, HistoryStoreError, InsightsStoreError, _Stop) as error:
                 summary.failed_batches += 1
                 summary.errors.append(str(error))
                 summary.stopped_by = "error"
@@ -297,8 +308,7 @@ class Batcher:
         state = self.ledger.finalize(intent, ttl_days=self.config.ledger_ttl_days)
         if state != "DONE":
             # Another run aborted this batch (it judged this run dead): undo, keep the messages.
-            for file in intent.files:
-                self.log_store.remove(file.key)
+            self._remove_files(intent)
             summary.aborted_by_others += 1
             logger.warning("batch aborted by another run", extra={"batchId": intent.batch_id})
             batch.bundles.clear()
@@ -316,22 +326,50 @@ class Batcher:
         )
 
     def _index(self, intent: Intent, bodies: list[Any] | None, summary: DrainSummary) -> None:
-        """Write the event history items of a DONE batch, then its marker.
+        """Write the event history items and the Insights aggregates of a DONE batch, then
+        its marker.
 
         `bodies` are the log files' gzip bodies in intent order; None reads them back from S3
         (a batch finalized or left unindexed by a run that died). Keys and values depend only
-        on the batch id and the files' bytes, so a rerun overwrites a partial index exactly.
+        on the batch id and the files' bytes, so a rerun overwrites a partial index exactly;
+        the aggregates likewise (one item per (account, region, minute) and batch: a rebuild
+        overwrites, never adds). Each record is parsed once for both.
         """
-        if self.history is None:
+        if self.history is None and self.insights is None:
             return
         if bodies is None:
             bodies = [self.log_store.get(file.key) for file in intent.files]
-        stats = self.history.index_log_files(intent.batch_id, bodies)
-        self.history.mark_indexed(intent.batch_id, expires_at=intent.expires_at)
-        summary.indexed += stats.records
+        builder = self.history.builder(intent.batch_id) if self.history is not None else None
+        aggregator = Aggregator() if self.insights is not None else None
+        seen: set[str] = set()
+        pending: list[dict[str, Any]] = []
+        for body in bodies:
+            for line in iter_log_records(_chunks(body)):
+                record = json.loads(line)
+                if aggregator is not None:
+                    event_id = record.get("eventID")
+                    if event_id not in seen:  # a record in several trails' files counts once
+                        seen.add(event_id)
+                        aggregator.add(record)
+                if builder is not None and self.history is not None:
+                    pending.extend(builder.add(line, record))
+                    if len(pending) >= _HISTORY_WRITE:
+                        self.history.write(pending)
+                        pending = []
+        if builder is not None and self.history is not None:
+            pending.extend(builder.finish())
+            self.history.write(pending)
+            summary.indexed += builder.stats.records
+        if aggregator is not None and self.insights is not None:
+            minutes = {scope: aggregator.minutes(scope) for scope in aggregator.scopes()}
+            summary.aggregate_items += self.insights.put_aggregates(intent.batch_id, minutes)
+        if self.history is not None:
+            self.history.mark_indexed(intent.batch_id, expires_at=intent.expires_at)
 
     def _ensure_indexed(self, intent: Intent, summary: DrainSummary) -> None:
-        if self.history is None or self.history.is_indexed(intent.batch_id):
+        if self.history is None and self.insights is None:
+            return
+        if self.history is not None and self.history.is_indexed(intent.batch_id):
             return
         self._index(intent, None, summary)
         summary.reindexed_batches += 1
@@ -423,7 +461,24 @@ class Batcher:
             logger.warning("aborted a crashed batch", extra={"batchId": owner.batch_id, "attempt": owner.attempt})
         # ABORTED: remove its files, then its ledger items and claims (claims last, so a
         # crash here leaves a claim that leads the next run back to finish the clean-up).
-        for file in owner.files:
-            self.log_store.remove(file.key)
+        self._remove_files(owner)
         self.ledger.release(owner, ttl_days=self.config.ledger_ttl_days)
         return Outcome.RELEASED
+
+    def _remove_files(self, intent: Intent) -> None:
+        """Remove an aborted batch's files. Under S3 Object Lock they cannot be removed: they
+        stay as files no ledger item or digest lists (validate-logs reports them as unlisted),
+        and their records are delivered again by the next attempt (docs/integrity.md)."""
+        for file in intent.files:
+            try:
+                self.log_store.remove(file.key)
+            except ObjectLockedError:
+                logger.warning("aborted batch file is locked", extra={"batchId": intent.batch_id, "key": file.key})
+
+
+def _chunks(body: IO[bytes] | bytes) -> Iterator[bytes]:
+    if isinstance(body, bytes):
+        yield body
+        return
+    body.seek(0)
+    yield from iter(lambda: body.read(_READ_CHUNK), b"")

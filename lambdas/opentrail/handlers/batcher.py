@@ -14,6 +14,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from opentrail.adapters.buffer import Buffer
 from opentrail.adapters.history import EventHistory
+from opentrail.adapters.insights_store import InsightsStore
 from opentrail.adapters.ledger import Ledger
 from opentrail.adapters.log_store import LogStore
 from opentrail.delivery import Batcher, BatcherConfig
@@ -54,6 +55,11 @@ def _history(settings: BatcherSettings) -> EventHistory:
     return history_for(settings)
 
 
+@lru_cache(maxsize=4)
+def _insights(settings: BatcherSettings) -> InsightsStore | None:
+    return InsightsStore(settings.insights_table) if settings.insights_table else None
+
+
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context
@@ -65,6 +71,7 @@ def handler(
     log_store: LogStore | None = None,
     ledger: Ledger | None = None,
     history: EventHistory | None = None,
+    insights: InsightsStore | None = None,
     settings: BatcherSettings | None = None,
     clock: Clock | None = None,
 ) -> dict[str, Any]:
@@ -84,6 +91,7 @@ def handler(
         config=BatcherConfig.from_settings(settings),
         clock=clock or system_clock,
         history=history or _history(settings),
+        insights=insights or _insights(settings),
     )
     summary = batcher.drain(context.get_remaining_time_in_millis).to_dict()
 
@@ -101,6 +109,7 @@ def handler(
     )
     metrics.add_metric(name="BatchesFailed", unit=MetricUnit.Count, value=summary["failedBatches"])
     metrics.add_metric(name="RecordsIndexed", unit=MetricUnit.Count, value=summary["indexed"])
+    metrics.add_metric(name="AggregateItemsWritten", unit=MetricUnit.Count, value=summary["aggregateItems"])
     log = {k: v for k, v in summary.items() if k != "files"}
     log["fileCount"] = len(summary["files"])
     logger.info("batcher run", extra={"summary": log, "action": action or "scheduled"})

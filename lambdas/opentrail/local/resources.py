@@ -17,6 +17,7 @@ from opentrail.settings import (
     DigesterSettings,
     EventBridgeCaptureSettings,
     IngestSettings,
+    InsightsSettings,
     QuerySettings,
 )
 
@@ -40,6 +41,7 @@ class LocalResources:
     channel_arn: str
     history_table: str
     signing_key_arn: str = ""  # RSA_2048 SIGN_VERIFY key for digests (alias alias/<name>-digest-signing)
+    insights_table: str = ""  # Insights aggregates + state (docs/insights.md, "Live")
 
     def ingest_settings(self) -> IngestSettings:
         return IngestSettings(buffer_queue_url=self.buffer_queue_url, channel_arns=self.channel_arn)
@@ -55,6 +57,7 @@ class LocalResources:
             "log_kms_key_arn": self.kms_key_arn,
             "ledger_table": self.ledger_table,
             "history_table": self.history_table,
+            "insights_table": self.insights_table,
         }
         values.update(overrides)
         return BatcherSettings(**values)
@@ -74,6 +77,20 @@ class LocalResources:
         values: dict[str, Any] = {"history_table": self.history_table, "ledger_table": self.ledger_table}
         values.update(overrides)
         return QuerySettings(**values)
+
+    # -- Insights (docs/insights.md, "Live") ----------------------------------------------
+
+    def insights_settings(self, **overrides: Any) -> InsightsSettings:
+        """The Insights function's settings: aggregates and state in the Insights table, files
+        in the log bucket, records in the history table, events on the default bus."""
+        values: dict[str, Any] = {
+            "insights_table": self.insights_table,
+            "history_table": self.history_table,
+            "log_bucket": self.log_bucket,
+            "log_kms_key_arn": self.kms_key_arn,
+        }
+        values.update(overrides)
+        return InsightsSettings(**values)
 
 
 def provision(
@@ -148,6 +165,8 @@ def provision(
 
     history_table = f"{name}-history"
     create_history_table(dynamodb, history_table, key_arn)
+    insights_table = f"{name}-insights"
+    create_history_table(dynamodb, insights_table, key_arn)  # same shape: pk/sk, KMS, TTL, PITR
 
     return LocalResources(
         account_id=account_id,
@@ -160,6 +179,7 @@ def provision(
         channel_arn=f"arn:aws:cloudtrail:{region}:{account_id}:channel/{CHANNEL_NAME}",
         history_table=history_table,
         signing_key_arn=signing_key_arn,
+        insights_table=insights_table,
     )
 
 

@@ -1,0 +1,181 @@
+"""Insights: the Insights table and the scheduled InsightsFunction (docs/insights.md, "Live").
+
+* ``InsightsTable`` (`InsightsStore` construct): pk/sk strings, on-demand, PITR, SSE-KMS with the
+  project key, TTL ``expiresAt``, retained. The batcher writes the minute aggregates into it
+  (PutItem/BatchWriteItem on leading keys ``M#*`` only); the InsightsFunction reads them and
+  keeps the engine state and open insights there. A table of its own: neither the ledger's
+  readers (digester, ListPublicKeys) nor the history's (LookupEvents) see Insights' state.
+* ``InsightsFunction``: `InsightsSettings` environment, ``rate(insightsScheduleMinutes)``
+  with ``{"action": "scheduled"}``; grants: the Insights table (read/write), the history table
+  (BatchWriteItem/PutItem on the Insights key space and record pages only), ``s3:PutObject`` /
+  ``s3:GetObject`` on ``[prefix/]AWSLogs/*/CloudTrail-Insight/*``, the project key, and
+  ``events:PutEvents`` on the account's default bus when ``insightsEventBridge`` is on.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+from infra.config import OpenTrailConfig
+from infra.function import create_function
+from infra.log_archive import LogArchive
+from infra.nag import acknowledge, acknowledge_kms_grants, arn_token
+from opentrail.adapters.insights_store import AGGREGATE_PREFIX
+from opentrail.domain.history import INSIGHT_PREFIX, PAGE_CODE
+from opentrail.settings import InsightsSettings
+
+INSIGHTS_HANDLER: Final = "opentrail.handlers.insights.handler"
+SCHEDULED_INPUT: Final = {"action": "scheduled"}
+TTL_ATTRIBUTE: Final = "expiresAt"
+TIMEOUT_SECONDS: Final = 300
+DEFAULT_EVENT_BUS: Final = "default"
+TABLE_ACTIONS: Final = (
+    "dynamodb:Query",
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+)
+AGGREGATE_WRITE_ACTIONS: Final = ("dynamodb:PutItem", "dynamodb:BatchWriteItem")
+# History items an Insights delivery writes: record pages (P#...) and Insights postings
+# (<region>#i<code>#<value>, <region>#i*), never an ordinary event's posting list.
+HISTORY_LEADING_KEYS: Final = (f"{PAGE_CODE}#*", f"*#{INSIGHT_PREFIX}*")
+
+
+def insight_objects(config: OpenTrailConfig) -> str:
+    return (
+        f"{config.s3_key_prefix}/AWSLogs/*/CloudTrail-Insight/*"
+        if config.s3_key_prefix
+        else "AWSLogs/*/CloudTrail-Insight/*"
+    )
+
+
+class InsightsStore(Construct):
+    """The Insights table (aggregates, state, open insights)."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey) -> None:
+        super().__init__(scope, construct_id)
+        self.table = dynamodb.Table(
+            self,
+            "InsightsTable",
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
+            encryption_key=key,
+            time_to_live_attribute=TTL_ATTRIBUTE,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+    def grant_aggregate_writes(self, grantee: iam.IGrantable) -> None:
+        """What the batcher needs: put aggregate items (leading key ``M#...``), nothing else."""
+        grantee.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="WriteInsightsAggregates",
+                actions=list(AGGREGATE_WRITE_ACTIONS),
+                resources=[self.table.table_arn],
+                conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [f"{AGGREGATE_PREFIX}*"]}},
+            )
+        )
+
+
+class Insights(Construct):
+    """InsightsFunction on a schedule, over `store`, writing Insights files, history and events."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: OpenTrailConfig,
+        store: InsightsStore,
+        archive: LogArchive,
+        history: dynamodb.ITable,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        table = store.table
+
+        self.function = create_function(
+            self,
+            "InsightsFunction",
+            config=config,
+            handler=INSIGHTS_HANDLER,
+            settings=InsightsSettings(
+                insights_table=table.table_name,
+                history_table=history.table_name,
+                history_retention_days=config.history_retention_days,
+                log_bucket=archive.bucket.bucket_name,
+                log_kms_key_arn=archive.key.key_arn,
+                s3_key_prefix=config.s3_key_prefix or "",
+                sensitivity=config.insights_sensitivity,
+                event_bus=DEFAULT_EVENT_BUS if config.insights_event_bridge else "",
+            ),
+            description="OpenTrail Insights: analyses minute aggregates, delivers CloudTrail Insights events",
+            timeout=Duration.seconds(TIMEOUT_SECONDS),
+            memory_size=1024,
+            # A failed run is not retried: the next scheduled run continues where state says.
+            retry_attempts=0,
+        )
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(sid="InsightsState", actions=list(TABLE_ACTIONS), resources=[table.table_arn])
+        )
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="IndexInsightsEvents",
+                actions=["dynamodb:BatchWriteItem", "dynamodb:PutItem"],
+                resources=[history.table_arn],
+                conditions={"ForAllValues:StringLike": {"dynamodb:LeadingKeys": list(HISTORY_LEADING_KEYS)}},
+            )
+        )
+        archive.key.grant_encrypt_decrypt(self.function)
+        acknowledge_kms_grants(self.function.role or self.function)
+        objects = insight_objects(config)
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="WriteInsightsFiles",
+                # Put a file with If-None-Match; Get(Head) to recognise a retried put's own file.
+                actions=["s3:PutObject", "s3:GetObject"],
+                resources=[archive.bucket.arn_for_objects(objects)],
+            )
+        )
+        if config.insights_event_bridge:
+            self.function.add_to_role_policy(
+                iam.PolicyStatement(
+                    sid="SendInsightsEvents",
+                    actions=["events:PutEvents"],
+                    resources=[
+                        stack.format_arn(service="events", resource="event-bus", resource_name=DEFAULT_EVENT_BUS)
+                    ],
+                )
+            )
+
+        self.schedule = events.Rule(
+            self,
+            "Schedule",
+            description="OpenTrail: run the Insights analysis",
+            schedule=events.Schedule.rate(Duration.minutes(config.insights_schedule_minutes)),
+            targets=[targets.LambdaFunction(self.function, event=events.RuleTargetInput.from_object(SCHEDULED_INPUT))],
+        )
+
+        acknowledge(
+            self.function.role or self.function,
+            {
+                f"AwsSolutions-IAM5[Resource::{arn_token(archive.bucket)}/{objects}]": "Insights file keys are "
+                "generated per delivery (account, region, date); the grant covers only the CloudTrail-Insight "
+                "folders of the log bucket.",
+            },
+        )
