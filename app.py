@@ -15,10 +15,30 @@ from aws_cdk import App, Environment, Validations
 from cdk_nag import AwsSolutionsChecks
 
 import infra  # noqa: F401  (puts lambdas/ on sys.path)
-from infra.config import CONTEXT_KEY, ConfigError, load_config
+from infra.config import CONTEXT_KEY, ConfigError, OpenTrailConfig, load_config
 from infra.stack import OpenTrailStack
 
 STACK_NAME = "OpenTrail"
+
+
+def build_stacks(app: App, config: OpenTrailConfig, *, account: str | None, region: str | None) -> list[OpenTrailStack]:
+    """One stack, or with ``regions`` one per region (docs/trails.md, "Multi-region"): the home
+    region's stack keeps the name ``OpenTrail`` (it owns the log bucket), the others are
+    ``OpenTrail-<region>`` and write into the home bucket."""
+    description = "OpenTrail: self-hosted audit trail"
+    if not config.regions:
+        env = Environment(account=account, region=region) if account or region else None
+        return [OpenTrailStack(app, STACK_NAME, config=config, env=env, description=description)]
+    return [
+        OpenTrailStack(
+            app,
+            STACK_NAME if name == config.home else f"{STACK_NAME}-{name}",
+            config=config,
+            env=Environment(account=account, region=name),
+            description=f"{description} ({'home region' if name == config.home else f'writes to {config.home}'})",
+        )
+        for name in config.regions
+    ]
 
 
 def main() -> None:
@@ -28,9 +48,7 @@ def main() -> None:
     except (ConfigError, ValueError) as error:
         sys.exit(f"cdk.json context: {error}")
     account = os.environ.get("CDK_DEFAULT_ACCOUNT")
-    region = os.environ.get("CDK_DEFAULT_REGION")
-    env = Environment(account=account, region=region) if account or region else None
-    OpenTrailStack(app, STACK_NAME, config=config, env=env, description="OpenTrail: self-hosted audit trail")
+    build_stacks(app, config, account=account, region=os.environ.get("CDK_DEFAULT_REGION"))
     Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     app.synth()
 

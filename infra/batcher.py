@@ -14,9 +14,11 @@ from constructs import Construct
 from infra.buffer import Buffer
 from infra.config import OpenTrailConfig
 from infra.function import BATCHER_HANDLER, create_function
+from infra.insights import InsightsStore
 from infra.log_archive import LogArchive
-from infra.nag import acknowledge, acknowledge_kms_grants, arn_token
-from opentrail.domain.trail import Trail, trails_to_json
+from infra.nag import acknowledge, acknowledge_kms_grants
+from infra.trails import bucket_arn_token, key_patterns, region_trails
+from opentrail.domain.trail import trails_to_json
 from opentrail.settings import BatcherSettings
 
 LEDGER_TTL_ATTRIBUTE: Final = "expiresAt"
@@ -35,6 +37,7 @@ class Batcher(Construct):
         config: OpenTrailConfig,
         buffer: Buffer,
         archive: LogArchive,
+        insights: InsightsStore | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
 
@@ -70,7 +73,8 @@ class Batcher(Construct):
             removal_policy=RemovalPolicy.RETAIN,
         )
 
-        trail = Trail(name=config.trail_name, s3_key_prefix=config.s3_key_prefix)
+        # Every trail recording in this region (docs/trails.md); the batcher fans out per trail.
+        trails = region_trails(self, config)
         self.function = create_function(
             self,
             "BatcherFunction",
@@ -80,12 +84,13 @@ class Batcher(Construct):
                 buffer_queue_url=buffer.queue.queue_url,
                 dead_letter_queue_url=buffer.dead_letter_queue.queue_url,
                 log_bucket=archive.bucket.bucket_name,
-                log_kms_key_arn=archive.key.key_arn,
+                log_kms_key_arn=archive.log_key.key_arn,
                 ledger_table=self.ledger.table_name,
-                trails=trails_to_json([trail]),
+                trails=trails_to_json(trails),
                 history_table=self.history.table_name,
                 history_retention_days=config.history_retention_days,
                 history_data_events=config.history_data_events,
+                insights_table=insights.table.table_name if insights is not None else "",
             ),
             description="OpenTrail batcher: drains the buffer into CloudTrail log files",
             timeout=Duration.seconds(config.batcher_timeout_seconds),
@@ -97,17 +102,21 @@ class Batcher(Construct):
         buffer.queue.grant_consume_messages(self.function)
         buffer.dead_letter_queue.grant_send_messages(self.function)
         archive.key.grant_encrypt_decrypt(self.function)
+        if archive.log_key is not archive.key:  # a non-home region: the home region's log key
+            archive.log_key.grant_encrypt_decrypt(self.function)
         self.ledger.grant_read_write_data(self.function)
         self.history.grant_read_write_data(self.function)
+        if insights is not None:
+            insights.grant_aggregate_writes(self.function)
         acknowledge_kms_grants(self.function.role or self.function)
-        log_files = f"{config.s3_key_prefix}/AWSLogs/*" if config.s3_key_prefix else "AWSLogs/*"
+        log_files = key_patterns(trails, "*")
         self.function.add_to_role_policy(
             iam.PolicyStatement(
                 sid="WriteLogFiles",
                 # Put a file; Get/Head to check a retried put; Delete(Version) to roll back every
                 # version of a file whose batch was aborted (opentrail.adapters.log_store).
                 actions=["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:DeleteObjectVersion"],
-                resources=[archive.bucket.arn_for_objects(log_files)],
+                resources=[archive.bucket.arn_for_objects(pattern) for pattern in log_files],
             )
         )
         self.function.add_to_role_policy(
@@ -131,7 +140,8 @@ class Batcher(Construct):
         acknowledge(
             self.function.role or self.function,
             {
-                f"AwsSolutions-IAM5[Resource::{arn_token(archive.bucket)}/{log_files}]": "Log file keys are generated "
-                "per delivery; the grant covers only the CloudTrail AWSLogs/ tree of the log bucket.",
+                f"AwsSolutions-IAM5[Resource::{bucket_arn_token(archive.bucket)}/{pattern}]": "Log file keys are "
+                "generated per delivery; the grant covers only the trails' AWSLogs/ trees of the log bucket."
+                for pattern in log_files
             },
         )

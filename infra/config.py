@@ -14,7 +14,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from opentrail.domain.trail import TrailError, trail_from_dict
+from opentrail.domain.trail import Trail, TrailError, trail_from_dict, trails_from_list, trails_to_json
 
 CONTEXT_KEY: Final = "opentrail"
 
@@ -63,9 +63,17 @@ RULES: Final[dict[str, str]] = {
     "historyRetentionDays": "must be an integer between 1 and 3650",
     "historyDataEvents": "must be true or false",
     "logFileValidation": "must be true or false",
+    "insightsScheduleMinutes": "must be an integer between 1 and 60",
+    "insightsSensitivity": "must be one of low, medium, high",
+    "insightsEventBridge": "must be true or false",
     "objectLockMode": "must be null (off), GOVERNANCE or COMPLIANCE",
     "objectLockRetentionDays": "must be an integer of at least 1, and at most logExpirationDays when that is set",
     "tracing": "must be true or false",
+    "trails": "null (one trail from trailName/s3KeyPrefix), or a list of 1-5 trails in CloudTrail's shape",
+    "regions": "null (the deployment region only), or a non-empty list of unique region names",
+    "homeRegion": "null (the first of regions), or one of regions: the region owning the log bucket",
+    "homeLogBucket": "the home region's LogBucketName output; required when regions lists more than one region",
+    "homeKmsKeyArn": "the home region's LogKmsKeyArn output (a KMS key ARN in homeRegion); required with homeLogBucket",
     "eventBridgeCapturePattern": (
         f"must be a non-empty EventBridge event pattern object using only {', '.join(EVENT_PATTERN_FIELDS)}"
     ),
@@ -112,12 +120,50 @@ class OpenTrailConfig(BaseModel):
     history_data_events: bool = False
     # Log file integrity validation (docs/integrity.md): hourly signed digests + signing key.
     log_file_validation: bool = True
+    # Insights (docs/insights.md, "Live"): how often the InsightsFunction runs, the detectors'
+    # sensitivity preset, and whether Insights events go to the default EventBridge bus.
+    insights_schedule_minutes: int = Field(default=5, ge=1, le=60)
+    insights_sensitivity: Literal["low", "medium", "high"] = "medium"
+    insights_event_bridge: bool = True
     # Optional WORM (docs/integrity.md, "Object Lock"): S3 Object Lock default retention on the
     # log bucket for log files and digests. Off by default; it can only be set at bucket creation.
     object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] | None = None
     object_lock_retention_days: int = Field(default=365, ge=1)
     # Active X-Ray tracing on every function (docs/benchmarks.md: its cost per 100k events).
     tracing: bool = True
+    # Trails (docs/trails.md): null = one trail named trailName under s3KeyPrefix; else 1-5 trails.
+    trails: list[dict[str, Any]] | None = None
+    # Multi-region (docs/trails.md): one stack per region; the home region owns the log bucket,
+    # the others write into it (its name and KMS key ARN come from the home stack's outputs).
+    regions: list[str] | None = None
+    home_region: str | None = None
+    home_log_bucket: str | None = None
+    home_kms_key_arn: str | None = None
+
+    @property
+    def trail_list(self) -> tuple[Trail, ...]:
+        """Every configured trail (validated by load_config)."""
+        if self.trails is None:
+            single = {"Name": self.trail_name, "S3KeyPrefix": self.s3_key_prefix}
+            return (trail_from_dict(single, default_log_file_validation=self.log_file_validation),)
+        return trails_from_list(self.trails, default_log_file_validation=self.log_file_validation)
+
+    @property
+    def home(self) -> str | None:
+        """The home region (None: single-region deployment, wherever the stack goes)."""
+        if not self.regions:
+            return None
+        return self.home_region or self.regions[0]
+
+    def is_home(self, region: str | None) -> bool:
+        return self.home is None or region == self.home
+
+    def trails_in(self, region: str | None) -> tuple[Trail, ...]:
+        """The trails recording in `region` (single-region trails only in the home region)."""
+        home = self.home
+        if home is None or region is None:
+            return self.trail_list
+        return tuple(trail for trail in self.trail_list if trail.records_in(region, home))
 
     @property
     def visibility_timeout_seconds(self) -> int:
@@ -155,6 +201,7 @@ def load_config(raw: object) -> OpenTrailConfig:
 
 
 def _check_rules(config: OpenTrailConfig) -> None:
+    _check_trails_and_regions(config)
     try:
         trail_from_dict({"Name": config.trail_name, "S3KeyPrefix": config.s3_key_prefix})
     except TrailError as error:
@@ -191,3 +238,73 @@ def _check_rules(config: OpenTrailConfig) -> None:
         if not isinstance(value, expected) or not value:
             kind = "an object" if expected is dict else "a non-empty list"
             raise ConfigError(f"eventBridgeCapturePattern.{field}", f"must be {kind}", value)
+
+
+_REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d{1,2}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# Lambda's environment (all variables) is at most 4 KB; the trails share it with the rest.
+MAX_TRAILS_JSON_BYTES: Final = 2500
+
+
+def _check_trails_and_regions(config: OpenTrailConfig) -> None:
+    """Trails (each error names the trail and the field) and the region plan (docs/trails.md)."""
+    if config.trails is not None and (config.trail_name != "opentrail" or config.s3_key_prefix is not None):
+        key = "trailName" if config.trail_name != "opentrail" else "s3KeyPrefix"
+        raise ConfigError(key, "leave it unset when trails is set: give each trail its Name and S3KeyPrefix there")
+    try:
+        trails = config.trail_list
+    except TrailError as error:
+        if config.trails is None:  # the single trail from trailName/s3KeyPrefix
+            key = "trailName" if error.field == "Name" else "s3KeyPrefix"
+            raise ConfigError(
+                key, RULES[key], config.trail_name if key == "trailName" else config.s3_key_prefix
+            ) from None
+        raise ConfigError("trails", str(error), show_value=False) from None
+    for trail in trails:
+        if trail.log_file_validation_enabled and not config.log_file_validation:
+            raise ConfigError(
+                "trails",
+                f"trail {trail.name!r}: LogFileValidationEnabled: needs logFileValidation true "
+                "(the digester and its signing key)",
+                show_value=False,
+            )
+    size = len(trails_to_json(trails).encode())
+    if size > MAX_TRAILS_JSON_BYTES:
+        raise ConfigError(
+            "trails",
+            f"the trails take {size} bytes as JSON, more than {MAX_TRAILS_JSON_BYTES} (Lambda's environment "
+            "holds 4 KB): use fewer selector values, e.g. StartsWith prefixes",
+            show_value=False,
+        )
+    if config.regions is None:
+        if config.home_region or config.home_log_bucket or config.home_kms_key_arn:
+            key = "homeRegion" if config.home_region else "homeLogBucket" if config.home_log_bucket else "homeKmsKeyArn"
+            raise ConfigError(key, "only with regions")
+        return
+    regions = config.regions
+    if not regions or len(set(regions)) != len(regions) or not all(_REGION.match(r) for r in regions):
+        raise ConfigError("regions", RULES["regions"], regions)
+    home = config.home
+    if config.home_region is not None and config.home_region not in regions:
+        raise ConfigError("homeRegion", RULES["homeRegion"], config.home_region)
+    if len(regions) == 1:
+        return
+    if config.home_log_bucket is None or not _BUCKET.match(config.home_log_bucket):
+        raise ConfigError(
+            "homeLogBucket",
+            "required when regions lists more than one region: deploy the home region first, then copy its "
+            "LogBucketName output here",
+            config.home_log_bucket,
+        )
+    arn = config.home_kms_key_arn or ""
+    parts = arn.split(":")
+    if (
+        len(parts) != 6
+        or parts[0] != "arn"
+        or not parts[1].startswith("aws")
+        or parts[2] != "kms"
+        or parts[3] != home
+        or not parts[5].startswith("key/")
+    ):
+        partition_hint = f"arn:aws:kms:{home}:<account>:key/<id>"
+        raise ConfigError("homeKmsKeyArn", f"the home stack's LogKmsKeyArn output ({partition_hint})", arn or None)

@@ -34,6 +34,7 @@ ASSET_EXCLUDE: Final = [
     "opentrail/lookup_cli.py",
     "opentrail/validate_logs.py",
     "opentrail/insights_offline.py",
+    "opentrail/trails_cli.py",
     "**/__pycache__",
     "**/*.pyc",
     "*.egg-info",

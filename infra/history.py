@@ -19,7 +19,10 @@ from constructs import Construct
 
 from infra.config import OpenTrailConfig
 from infra.function import create_function
+from infra.trails import home_region_setting, region_trails
+from opentrail.adapters.trail_state import TRAIL_STATE_PK
 from opentrail.domain.lookup import CONFIG_PK
+from opentrail.domain.trail import trails_to_json
 from opentrail.settings import QuerySettings
 
 QUERY_HANDLER: Final = "opentrail.handlers.query.handler"
@@ -39,6 +42,9 @@ class History(Construct):
         api: apigateway.RestApi,
         table: dynamodb.ITable,
         key: kms.IKey,
+        ledger: dynamodb.ITable | None = None,
+        log_bucket: str = "",
+        log_kms_key_arn: str = "",
     ) -> None:
         super().__init__(scope, construct_id)
 
@@ -50,6 +56,13 @@ class History(Construct):
             settings=QuerySettings(
                 history_table=table.table_name,
                 history_retention_days=config.history_retention_days,
+                # The trail operations (docs/trails.md): configuration from cdk.json, logging
+                # state and status in the ledger table.
+                ledger_table=ledger.table_name if ledger is not None else "",
+                trails=trails_to_json(region_trails(self, config)),
+                log_bucket=log_bucket,
+                log_kms_key_arn=log_kms_key_arn,
+                home_region=home_region_setting(self, config),
             ),
             description="OpenTrail query API: CloudTrail LookupEvents over the event history index",
             # API Gateway's integration timeout is 29 s.
@@ -72,7 +85,17 @@ class History(Construct):
                 conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [CONFIG_PK]}},
             )
         )
-        # The table is encrypted with the project key: reads decrypt, the one put encrypts.
+        if ledger is not None:
+            self.function.add_to_role_policy(
+                iam.PolicyStatement(
+                    sid="TrailState",
+                    # GetTrailStatus reads, StartLogging/StopLogging update the trail state items.
+                    actions=["dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"],
+                    resources=[ledger.table_arn],
+                    conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [TRAIL_STATE_PK]}},
+                )
+            )
+        # The tables are encrypted with the project key: reads decrypt, the puts encrypt.
         key.grant(self.function, "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey")
 
         self.validator = api.add_request_validator("QueryTargetValidator", validate_request_parameters=True)

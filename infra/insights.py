@@ -119,7 +119,7 @@ class Insights(Construct):
                 history_table=history.table_name,
                 history_retention_days=config.history_retention_days,
                 log_bucket=archive.bucket.bucket_name,
-                log_kms_key_arn=archive.key.key_arn,
+                log_kms_key_arn=archive.log_key.key_arn,  # the home region's key in other regions
                 s3_key_prefix=config.s3_key_prefix or "",
                 sensitivity=config.insights_sensitivity,
                 event_bus=DEFAULT_EVENT_BUS if config.insights_event_bridge else "",
@@ -142,6 +142,8 @@ class Insights(Construct):
             )
         )
         archive.key.grant_encrypt_decrypt(self.function)
+        if archive.log_key is not archive.key:  # a non-home region writes with the home region's key
+            archive.log_key.grant_encrypt_decrypt(self.function)
         acknowledge_kms_grants(self.function.role or self.function)
         objects = insight_objects(config)
         self.function.add_to_role_policy(

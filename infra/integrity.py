@@ -29,9 +29,10 @@ from constructs import Construct
 
 from infra.config import OpenTrailConfig
 from infra.function import create_function
-from infra.nag import acknowledge, acknowledge_kms_grants, arn_token
+from infra.nag import acknowledge, acknowledge_kms_grants
+from infra.trails import bucket_arn_token, home_region_setting, key_patterns, region_trails
 from opentrail.adapters.digests import PUBLIC_KEY_PK
-from opentrail.domain.trail import Trail, trails_to_json
+from opentrail.domain.trail import trails_to_json
 from opentrail.settings import DigesterSettings
 
 DIGESTER_HANDLER: Final = "opentrail.handlers.digester.handler"
@@ -65,7 +66,7 @@ class Integrity(Construct):
         construct_id: str,
         *,
         config: OpenTrailConfig,
-        bucket: s3.Bucket,
+        bucket: s3.IBucket,
         ledger: dynamodb.ITable,
         ledger_key: kms.IKey,
         query_function: lambda_.Function | None = None,
@@ -73,6 +74,7 @@ class Integrity(Construct):
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         delay = digest_delay_seconds(config)
+        trails = region_trails(self, config)
 
         self.signing_key = kms.Key(
             self,
@@ -103,7 +105,9 @@ class Integrity(Construct):
                 log_bucket=bucket.bucket_name,
                 ledger_table=ledger.table_name,
                 signing_key_id=self.signing_key.key_arn,
-                trails=trails_to_json([Trail(name=config.trail_name, s3_key_prefix=config.s3_key_prefix)]),
+                # Every trail of the region; the digester skips LogFileValidationEnabled=false ones.
+                trails=trails_to_json(trails),
+                home_region=home_region_setting(self, config),
                 digest_delay_seconds=delay,
             ),
             description="OpenTrail digester: hourly signed digest files (CloudTrail log file validation)",
@@ -131,15 +135,16 @@ class Integrity(Construct):
                 resources=[self.signing_key.key_arn],
             )
         )
-        digests = digest_prefix(config)
-        self.function.add_to_role_policy(
-            iam.PolicyStatement(
-                sid="WriteDigests",
-                # Put a digest (If-None-Match); Get: adopt a digest a racing or crashed run wrote.
-                actions=["s3:PutObject", "s3:GetObject"],
-                resources=[bucket.arn_for_objects(digests)],
+        digests = key_patterns(tuple(t for t in trails if t.log_file_validation_enabled), "*/CloudTrail-Digest/*")
+        if digests:  # no trail with LogFileValidationEnabled: nothing to write
+            self.function.add_to_role_policy(
+                iam.PolicyStatement(
+                    sid="WriteDigests",
+                    # Put a digest (If-None-Match); Get: adopt a digest a racing or crashed run wrote.
+                    actions=["s3:PutObject", "s3:GetObject"],
+                    resources=[bucket.arn_for_objects(pattern) for pattern in digests],
+                )
             )
-        )
         self.function.add_to_role_policy(
             iam.PolicyStatement(
                 sid="LedgerAndChainHeads",
@@ -163,8 +168,9 @@ class Integrity(Construct):
         acknowledge(
             role,
             {
-                f"AwsSolutions-IAM5[Resource::{arn_token(bucket)}/{digests}]": "Digest keys carry the account, "
-                "region and hour; the grant covers only the CloudTrail-Digest folders of the log bucket.",
+                f"AwsSolutions-IAM5[Resource::{bucket_arn_token(bucket)}/{pattern}]": "Digest keys carry the "
+                "account, region and hour; the grant covers only the CloudTrail-Digest folders of the log bucket."
+                for pattern in digests
             },
         )
 

@@ -27,7 +27,7 @@ class LogArchive(Construct):
     bucket whose default encryption is SSE-KMS) unless ``accessLogging`` is false.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: OpenTrailConfig) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, config: OpenTrailConfig, home: bool = True) -> None:
         super().__init__(scope, construct_id)
 
         self.key = kms.Key(
@@ -37,8 +37,21 @@ class LogArchive(Construct):
             enable_key_rotation=True,
             removal_policy=RemovalPolicy.RETAIN,
         )
-
+        # A non-home region (docs/trails.md, "Multi-region") owns no bucket: its functions write
+        # into the home region's bucket, encrypted with the home region's key (both from config).
+        self.home = home
+        self.bucket: s3.IBucket
+        self.log_key: kms.IKey = self.key
         self.access_log_bucket: s3.Bucket | None = None
+        if not home:
+            assert config.home_log_bucket, "load_config requires it with regions"
+            assert config.home_kms_key_arn, "load_config requires it with regions"
+            self.bucket = s3.Bucket.from_bucket_attributes(
+                self, "HomeLogBucket", bucket_name=config.home_log_bucket, region=config.home
+            )
+            self.log_key = kms.Key.from_key_arn(self, "HomeLogKey", config.home_kms_key_arn)
+            return
+
         if config.access_logging:
             self.access_log_bucket = s3.Bucket(
                 self,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aws_cdk import Acknowledgment, Stack, Validations
-from constructs import Construct, IConstruct
+from aws_cdk import Acknowledgment, Stack, Token, Validations
+from constructs import IConstruct
 
 
 def acknowledge(scope: IConstruct, rules: Mapping[str, str]) -> None:
@@ -16,9 +16,13 @@ def acknowledge(scope: IConstruct, rules: Mapping[str, str]) -> None:
     Validations.of(scope).acknowledge(*(Acknowledgment(id=rule_id, reason=reason) for rule_id, reason in rules.items()))
 
 
-def arn_token(construct: Construct) -> str:
+def arn_token(construct: IConstruct) -> str:
     """How cdk-nag prints the ARN of ``construct`` in a finding id: ``<LogicalId.Arn>``."""
     child = construct.node.default_child
+    bucket_name = getattr(construct, "bucket_name", None)
+    if child is None and bucket_name is not None:  # an imported bucket (a non-home region's home bucket)
+        partition = Stack.of(construct).partition
+        return f"arn:{'<AWS::Partition>' if Token.is_unresolved(partition) else partition}:s3:::{bucket_name}"
     assert child is not None, construct.node.path
     return f"<{Stack.of(construct).get_logical_id(child)}.Arn>"  # type: ignore[arg-type]
 

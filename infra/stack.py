@@ -12,8 +12,10 @@ from infra.buffer import Buffer
 from infra.capture import Capture
 from infra.config import OpenTrailConfig
 from infra.history import History
+from infra.insights import Insights, InsightsStore
 from infra.integrity import Integrity
 from infra.log_archive import LogArchive
+from infra.trails import stack_region
 
 
 class OpenTrailStack(Stack):
@@ -21,10 +23,15 @@ class OpenTrailStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         self.config = config
 
-        self.log_archive = LogArchive(self, "LogArchive", config=config)
+        # Multi-region (docs/trails.md): only the home region's stack owns the log bucket.
+        self.home = config.is_home(stack_region(self))
+        self.log_archive = LogArchive(self, "LogArchive", config=config, home=self.home)
         self.buffer = Buffer(self, "Buffer", config=config, key=self.log_archive.key)
         self.capture = Capture(self, "Capture", config=config, buffer=self.buffer, key=self.log_archive.key)
-        self.batcher = Batcher(self, "Batcher", config=config, buffer=self.buffer, archive=self.log_archive)
+        self.insights_store = InsightsStore(self, "InsightsStore", key=self.log_archive.key)
+        self.batcher = Batcher(
+            self, "Batcher", config=config, buffer=self.buffer, archive=self.log_archive, insights=self.insights_store
+        )
         self.history = History(
             self,
             "History",
@@ -32,6 +39,18 @@ class OpenTrailStack(Stack):
             api=self.capture.api,
             table=self.batcher.history,
             key=self.log_archive.key,
+            ledger=self.batcher.ledger,
+            log_bucket=self.log_archive.bucket.bucket_name,
+            log_kms_key_arn=self.log_archive.log_key.key_arn,
+        )
+
+        self.insights = Insights(
+            self,
+            "Insights",
+            config=config,
+            store=self.insights_store,
+            archive=self.log_archive,
+            history=self.batcher.history,
         )
 
         self.integrity = (
@@ -55,11 +74,23 @@ class OpenTrailStack(Stack):
                 "Endpoint URL for the cloudtrail client, LookupEvents (SigV4, execute-api; opentrail.client)",
             ),
             "LogBucketName": (self.log_archive.bucket.bucket_name, "Bucket holding the CloudTrail log files"),
+            "LogKmsKeyArn": (
+                self.log_archive.log_key.key_arn,
+                "KMS key of the log files (homeKmsKeyArn for the other regions' stacks)",
+            ),
             "BufferQueueUrl": (self.buffer.queue.queue_url, "Buffer queue between capture and the batcher"),
             "DeadLetterQueueUrl": (self.buffer.dead_letter_queue.queue_url, "Records the batcher failed 5 times"),
             "LedgerTableName": (self.batcher.ledger.table_name, "Delivery ledger table"),
             "ChannelArn": (self.capture.channel_arn, "channelArn to pass to PutAuditEvents"),
             "BatcherFunctionName": (self.batcher.function.function_name, "The scheduled batcher function"),
+            "InsightsFunctionName": (
+                self.insights.function.function_name,
+                'The scheduled Insights function (invoke with {"action": "analyse"} to run it now)',
+            ),
+            "InsightsTableName": (
+                self.insights_store.table.table_name,
+                "Insights aggregates, baselines, open insights",
+            ),
         }
         if self.integrity is not None:
             outputs["DigestSigningKeyArn"] = (

@@ -5,6 +5,7 @@
     opentrail local [--port 4599] [--aws-port 4598] [--batch-interval S] [--state-dir DIR]
     opentrail flush [--endpoint-url http://127.0.0.1:4599]
     opentrail lookup-events [--endpoint-url URL | --stack NAME] [aws cloudtrail lookup-events flags]
+    opentrail trails | trail-status [NAME ...] [--endpoint-url URL | --stack NAME] [--output table|json]
     opentrail --version
 
 Each subcommand is a ``_add_<name>(subparsers)`` that registers its parser and sets
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lookup_events(subparsers)
     _add_validate_logs(subparsers)
     _add_insights(subparsers)
+    _add_trails(subparsers)
     return parser
 
 
@@ -223,6 +225,15 @@ def _add_validate_logs(subparsers: argparse._SubParsersAction[argparse.ArgumentP
 
 def _add_insights(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from opentrail.insights_offline import add_parser
+
+    add_parser(subparsers)
+
+
+# -- trails, trail-status -------------------------------------------------------------------
+
+
+def _add_trails(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from opentrail.trails_cli import add_parser
 
     add_parser(subparsers)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from enum import Enum
 from typing import IO, Any, Final
@@ -37,6 +37,7 @@ from opentrail.adapters.history import EventHistory, HistoryStoreError
 from opentrail.adapters.insights_store import InsightsStore, InsightsStoreError
 from opentrail.adapters.ledger import Claim, Ledger, LedgerError
 from opentrail.adapters.log_store import LogStore, LogStoreError, ObjectLockedError
+from opentrail.adapters.trail_state import TrailStateError, TrailStateStore
 from opentrail.domain.batch import (
     MAX_FILES_PER_BATCH,
     BatchPlan,
@@ -125,6 +126,7 @@ class DrainSummary:
     errors: list[str] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
     stopped_by: str = "drained"
+    stopped_trails: list[str] = field(default_factory=list)  # trails skipped: logging stopped (StopLogging)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -147,6 +149,7 @@ class DrainSummary:
             "errors": list(self.errors),
             "files": list(self.files),
             "stoppedBy": self.stopped_by,
+            "stoppedTrails": list(self.stopped_trails),
         }
 
 
@@ -171,6 +174,7 @@ class Batcher:
         clock: Clock,
         history: EventHistory | None = None,
         insights: InsightsStore | None = None,
+        trail_state: TrailStateStore | None = None,
     ):
         self.buffer = buffer
         self.log_store = log_store
@@ -179,12 +183,25 @@ class Batcher:
         self.insights = insights  # None: no Insights aggregates
         self.config = config
         self.clock = clock
+        self.trail_state = trail_state  # None: every trail is logging (no StartLogging/StopLogging state)
 
     # -- the drain loop -------------------------------------------------------------------
 
     def drain(self, remaining_ms: Callable[[], int]) -> DrainSummary:
         """Deliver batches until the buffer looks empty or the time budget is spent."""
         summary = DrainSummary()
+        if self.trail_state is not None:
+            # Read once per run: trails stopped by StopLogging select nothing (docs/trails.md).
+            try:
+                stopped = self.trail_state.stopped()
+            except TrailStateError as error:
+                summary.stopped_by = "error"
+                summary.errors.append(str(error))
+                return summary
+            if stopped:
+                trails = tuple(trail for trail in self.config.trails if trail.name not in stopped)
+                self.config = replace(self.config, trails=trails)
+                summary.stopped_trails = sorted(stopped)
         carry: list[Message] = []
         first = True
         margin_ms = self.config.time_budget_margin_seconds * 1000
@@ -317,7 +334,7 @@ class Batcher:
         self._delete(batch, list(intent.bundle_ids), summary)
         summary.batches += 1
         summary.files.extend(
-            {"bucket": f.bucket, "key": f.key, "records": f.record_count, "bytes": f.compressed_bytes}
+            {"bucket": f.bucket, "key": f.key, "records": f.record_count, "bytes": f.compressed_bytes, "trail": f.trail}
             for f in intent.files
         )
         logger.info(

@@ -7,9 +7,9 @@ checks that every synthesized function's environment has exactly its model's var
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-import json
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -118,8 +118,29 @@ class QuerySettings(Settings):
     # LookupEvents' default StartTime is now minus this many days (CloudTrail: 90).
     history_retention_days: int = Field(default=90, ge=1, le=3650)
     # ListPublicKeys reads the digest signing keys' registry, kept in the ledger table
-    # (docs/integrity.md); empty: ListPublicKeys answers with an empty list.
+    # (docs/integrity.md); empty: ListPublicKeys answers with an empty list. The trails'
+    # logging state and status items live there too (docs/trails.md).
     ledger_table: str = ""
+    # The trail operations (DescribeTrails, GetTrail, GetTrailStatus, ...; docs/trails.md):
+    # the trails recorded in this region, the log bucket, its KMS key, and the home region
+    # (empty: this function's region).
+    trails: str = DEFAULT_TRAILS_JSON
+    log_bucket: str = ""
+    log_kms_key_arn: str = ""
+    home_region: str = ""
+
+    @field_validator("trails")
+    @classmethod
+    def _valid_trails(cls, value: str) -> str:
+        try:
+            trails_from_json(value)
+        except (TrailError, ValueError) as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    @property
+    def trail_list(self) -> tuple[Trail, ...]:
+        return trails_from_json(self.trails)
 
 
 class DigesterSettings(Settings):
@@ -129,6 +150,8 @@ class DigesterSettings(Settings):
     ledger_table: str
     signing_key_id: str = Field(description="the RSA_2048 SIGN_VERIFY KMS key (ARN, id or alias)")
     trails: str = DEFAULT_TRAILS_JSON
+    # The trails' home region (digest names, trail ARNs); empty: this function's region.
+    home_region: str = ""
     # A window [H, H+1h) is digested at H+1h+delay: the delay covers the batcher's longest
     # run (deliveredAt is stamped when a batch starts, its ledger items land at its end) plus
     # clock skew. The schedule fires at minute ceil(delay/60) of each hour.

@@ -8,12 +8,14 @@ import pytest
 
 from infra.function import BATCHER_HANDLER, EVENTBRIDGE_CAPTURE_HANDLER, INGEST_HANDLER
 from infra.history import QUERY_HANDLER
+from infra.insights import INSIGHTS_HANDLER
 from infra.integrity import DIGESTER_HANDLER
 from opentrail.settings import (
     BatcherSettings,
     DigesterSettings,
     EventBridgeCaptureSettings,
     IngestSettings,
+    InsightsSettings,
     QuerySettings,
     Settings,
 )
@@ -24,6 +26,7 @@ SETTINGS: dict[str, type[Settings]] = {
     BATCHER_HANDLER: BatcherSettings,
     QUERY_HANDLER: QuerySettings,
     DIGESTER_HANDLER: DigesterSettings,
+    INSIGHTS_HANDLER: InsightsSettings,
 }
 LAYER = "arn:aws:lambda:us-east-1:017000801446:layer:AWSLambdaPowertoolsPythonV3-python312-x86_64:{}"
 

@@ -48,7 +48,11 @@ def test_history_lookup_function_reads_the_history_table_only(default_synth: Any
     dynamodb = [s for s in statements if any(a.startswith("dynamodb:") for a in _list(s["Action"]))]
     by_sid = {s["Sid"]: s for s in dynamodb}
     # + ListPublicKeys: Query on the ledger's PUBLICKEY partition (infra/integrity.py, test_infra_integrity.py)
-    assert set(by_sid) == {"ReadHistory", "CreateNextTokenKey", "ListPublicKeys"}
+    # + TrailState: the ledger's TRAILSTATE partition (trail operations, docs/trails.md)
+    assert set(by_sid) == {"ReadHistory", "CreateNextTokenKey", "ListPublicKeys", "TrailState"}
+    state = by_sid["TrailState"]
+    assert set(_list(state["Action"])) == {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"}
+    assert state["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["TRAILSTATE"]}}
     read = by_sid["ReadHistory"]
     assert set(_list(read["Action"])) == {"dynamodb:Query", "dynamodb:GetItem", "dynamodb:BatchGetItem"}
     assert _list(read["Resource"]) == [history_arn]
@@ -68,7 +72,10 @@ def test_history_lookup_function_touches_nothing_else(default_synth: Any) -> Non
         if any(a.startswith("kms:") for a in statement_actions):
             assert _list(statement["Resource"]) == [{"Fn::GetAtt": [key_id, "Arn"]}]
     assert not any(a.startswith(("s3:", "sqs:")) for a in actions), actions
-    assert not {"dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:UpdateItem", "dynamodb:BatchWriteItem"} & actions
+    assert not {"dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"} & actions
+    for statement in default_synth.role_policy_statements(QUERY_HANDLER):
+        if "dynamodb:UpdateItem" in _list(statement["Action"]):  # only the trail state items
+            assert statement["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"] == ["TRAILSTATE"]
     assert {a for a in actions if a.startswith("kms:")} == {
         "kms:Decrypt",
         "kms:DescribeKey",

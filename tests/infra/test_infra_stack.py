@@ -287,7 +287,7 @@ def test_batcher_trails_setting_carries_trail_name_and_prefix(default_synth: Any
         _, batcher = synth.function(BATCHER_HANDLER)
         (trail,) = json.loads(batcher["Properties"]["Environment"]["Variables"]["TRAILS"])
         assert trail["Name"] == "opentrail"
-        assert trail["S3KeyPrefix"] == prefix
+        assert trail.get("S3KeyPrefix") == prefix  # compact JSON: absent when null
 
 
 # --- Outputs ----------------------------------------------------------------------------------
@@ -299,11 +299,14 @@ def test_stack_outputs(default_synth: Any) -> None:
         "IngestApiUrl",
         "QueryApiUrl",
         "LogBucketName",
+        "LogKmsKeyArn",
         "BufferQueueUrl",
         "DeadLetterQueueUrl",
         "LedgerTableName",
         "ChannelArn",
         "BatcherFunctionName",
+        "InsightsFunctionName",
+        "InsightsTableName",
         "DigestSigningKeyArn",
         "DigesterFunctionName",
     }

@@ -283,7 +283,12 @@ def test_batcher_writes_the_delivery_ledger(resources: LocalResources) -> None:
     assert intent["state"] == "DONE"
     assert intent["bundleIds"] == ids
     assert [c["batchId"] for c in harness.items("BUNDLE#")] == [batch_id(ids)]
-    assert all(int(i["expiresAt"]) > int(NOW.timestamp()) for i in harness.items(""))
+    # every item expires, except the trails' state and status (docs/trails.md)
+    expiring = [i for i in harness.items("") if i["pk"] != "TRAILSTATE"]
+    assert all(int(i["expiresAt"]) > int(NOW.timestamp()) for i in expiring)
+    (status,) = harness.items("TRAILSTATE")
+    assert status["sk"] == "opentrail"
+    assert "latestDeliveryTime" in status
 
 
 def test_batcher_splits_files_at_max_file_bytes(resources: LocalResources) -> None:

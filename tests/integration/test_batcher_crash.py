@@ -299,3 +299,5 @@ def test_under_object_lock_an_aborted_partial_file_stays_unlisted_and_nothing_is
     assert orphan not in ledger_keys
     assert sorted([*ledger_keys, orphan]) == harness.object_keys()
     assert harness.queue_depth() == 0
+    delivered = [r["eventID"] for key in ledger_keys for r in harness.records(key)]
+    assert sorted(delivered) == sorted(r["eventID"] for r in records)

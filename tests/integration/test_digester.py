@@ -305,6 +305,23 @@ def test_digester_writes_under_the_trail_prefix(resources: LocalResources) -> No
     assert harness.verify(key)["digestS3Object"] == key
 
 
+def test_digester_skips_trails_without_log_file_validation_and_names_the_home_region(
+    resources: LocalResources,
+) -> None:
+    trails = json.dumps([{"Name": "audit"}, {"Name": "ops", "LogFileValidationEnabled": False}])
+    harness = Harness(resources, trails=trails, home_region="eu-west-1")
+    for trail in ("audit", "ops"):
+        file = DeliveredFile(resources.log_bucket, f"{trail}/AWSLogs/x.json.gz", "a" * 64, 1, "t", "t", trail, A1,
+                             "us-east-1", 1)  # fmt: skip
+        entries = Intent(f"b-{trail}", 0, "DONE", (file,), (), at(minutes=1), at(), 0).ledger_entries(ttl_days=1)
+        harness.ledger.put_entries(entries)
+    harness.run(at(hours=1, minutes=6))
+    (key,) = harness.digest_keys()
+    # source region us-east-1 (the function's), home region eu-west-1 (the setting): a non-home region's digester
+    assert key.endswith(f"{A1}_CloudTrail-Digest_us-east-1_audit_eu-west-1_20261123T110000Z.json.gz")
+    assert harness.heads.list("ops") == []
+
+
 # -- concurrency -------------------------------------------------------------------------
 
 

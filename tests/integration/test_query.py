@@ -548,7 +548,7 @@ def test_query_boto3_token_reused_with_other_parameters(api: Any) -> None:
 
 def test_query_boto3_unknown_operation_is_a_client_error(api: Any) -> None:
     with pytest.raises(ClientError) as raised:
-        trail(api).describe_trails()
+        trail(api).list_event_data_stores()
     assert raised.value.response["Error"]["Code"] == "UnknownOperationException"
 
 

@@ -17,6 +17,7 @@ from opentrail.adapters.history import EventHistory
 from opentrail.adapters.insights_store import InsightsStore
 from opentrail.adapters.ledger import Ledger
 from opentrail.adapters.log_store import LogStore
+from opentrail.adapters.trail_state import TrailStateError, TrailStateStore
 from opentrail.delivery import Batcher, BatcherConfig
 from opentrail.domain.clock import Clock, system_clock
 from opentrail.handlers._common import logger, metrics, tracer
@@ -60,6 +61,25 @@ def _insights(settings: BatcherSettings) -> InsightsStore | None:
     return InsightsStore(settings.insights_table) if settings.insights_table else None
 
 
+@lru_cache(maxsize=4)
+def _trail_state(settings: BatcherSettings) -> TrailStateStore:
+    return TrailStateStore(settings.ledger_table)
+
+
+def record_status(state: TrailStateStore, summary: dict[str, Any], now: Any) -> None:
+    """Trail status (GetTrailStatus, docs/trails.md): LatestDeliveryTime of each trail that got
+    files, LatestDeliveryError of every trail when a batch failed. Best effort: never fails the run."""
+    try:
+        for trail in sorted({str(f["trail"]) for f in summary["files"] if f.get("trail")}):
+            state.record(trail, "delivery", now)
+        if summary["failedBatches"]:
+            error = "; ".join(summary["errors"])[:1000] or "delivery failed"
+            for trail in summary.get("activeTrails", []):
+                state.record(trail, "delivery", now, error=error)
+    except TrailStateError as error:
+        logger.warning("trail status not recorded", extra={"error": str(error)})
+
+
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 @logger.inject_lambda_context
@@ -74,6 +94,7 @@ def handler(
     insights: InsightsStore | None = None,
     settings: BatcherSettings | None = None,
     clock: Clock | None = None,
+    trail_state: TrailStateStore | None = None,
 ) -> dict[str, Any]:
     action = (event or {}).get("action")
     if action is not None and action not in ACTIONS:
@@ -92,8 +113,12 @@ def handler(
         clock=clock or system_clock,
         history=history or _history(settings),
         insights=insights or _insights(settings),
+        trail_state=trail_state or _trail_state(settings),
     )
+    started = (clock or system_clock)()
     summary = batcher.drain(context.get_remaining_time_in_millis).to_dict()
+    summary["activeTrails"] = [trail.name for trail in batcher.config.trails]
+    record_status(batcher.trail_state or _trail_state(settings), summary, started)
 
     metrics.add_metric(name="BatchesDelivered", unit=MetricUnit.Count, value=summary["batches"])
     metrics.add_metric(name="MessagesDeleted", unit=MetricUnit.Count, value=summary["messages"])

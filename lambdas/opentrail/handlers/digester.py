@@ -28,8 +28,9 @@ from typing import Any, Final
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from opentrail.adapters.digests import ChainHeads, DigestStore, LedgerReader, PublicKeyRegistry
+from opentrail.adapters.digests import ChainHeads, DigestStore, DigestStoreError, LedgerReader, PublicKeyRegistry
 from opentrail.adapters.signer import KmsSigner
+from opentrail.adapters.trail_state import TrailStateError, TrailStateStore
 from opentrail.domain.chain import (
     BACKFILL,
     REGULAR,
@@ -97,6 +98,7 @@ class Digester:
         registry: PublicKeyRegistry,
         clock: Clock,
         remaining_ms: Callable[[], int] = lambda: 900_000,
+        trail_state: TrailStateStore | None = None,
     ) -> None:
         self.settings = settings
         self.home_region = home_region
@@ -107,14 +109,46 @@ class Digester:
         self.registry = registry
         self.clock = clock
         self.remaining_ms = remaining_ms
+        self.trail_state = trail_state  # None: no logging state or status (tests of the chain alone)
 
     def run(self) -> DigestRunSummary:
         summary = DigestRunSummary()
+        stopped = self._stopped()
         for trail in self.settings.trail_list:
+            if not trail.log_file_validation_enabled:
+                continue  # LogFileValidationEnabled false: no digests for this trail (docs/trails.md)
+            if trail.name in stopped:
+                continue  # StopLogging: no digests while stopped (docs/trails.md, "Logging state")
             target = TrailTarget(name=trail.name, home_region=self.home_region, prefix=trail.s3_key_prefix)
-            if not self._run_trail(target, summary):
+            written = len(summary.written)
+            try:
+                done = self._run_trail(target, summary)
+            except DigestStoreError as error:
+                self._record(trail.name, error=str(error))
+                raise
+            if len(summary.written) > written:
+                self._record(trail.name)
+            if not done:
                 break
         return summary
+
+    def _stopped(self) -> frozenset[str]:
+        if self.trail_state is None:
+            return frozenset()
+        try:
+            return self.trail_state.stopped()
+        except TrailStateError as error:  # digest every trail rather than none
+            logger.warning("trail state not read", extra={"error": str(error)})
+            return frozenset()
+
+    def _record(self, trail: str, *, error: str | None = None) -> None:
+        """LatestDigestDeliveryTime / LatestDigestDeliveryError (GetTrailStatus); best effort."""
+        if self.trail_state is None:
+            return
+        try:
+            self.trail_state.record(trail, "digest", self.clock(), error=error)
+        except TrailStateError as failure:
+            logger.warning("trail status not recorded", extra={"error": str(failure)})
 
     def _out_of_time(self) -> bool:
         return self.remaining_ms() < self.settings.time_budget_margin_seconds * 1000
@@ -267,15 +301,17 @@ def handler(
     heads: ChainHeads | None = None,
     ledger: LedgerReader | None = None,
     registry: PublicKeyRegistry | None = None,
+    trail_state: TrailStateStore | None = None,
 ) -> dict[str, Any]:
     action = (event or {}).get("action")
     if action is not None and action not in ACTIONS:
         raise ValueError(f"action: must be one of {sorted(ACTIONS)}, got {action!r}")
     settings = settings or _settings()
-    _, home_region = deployment_of(context)
+    _, function_region = deployment_of(context)
     digester = Digester(
         settings=settings,
-        home_region=home_region,
+        # A non-home region's digester names its digests and trail ARNs after the home region.
+        home_region=settings.home_region or function_region,
         signer=signer or KmsSigner(settings.signing_key_id),
         store=store or DigestStore(settings.log_bucket),
         heads=heads or ChainHeads(settings.ledger_table),
@@ -283,6 +319,7 @@ def handler(
         registry=registry or PublicKeyRegistry(settings.ledger_table),
         clock=clock or system_clock,
         remaining_ms=context.get_remaining_time_in_millis,
+        trail_state=trail_state or TrailStateStore(settings.ledger_table),
     )
     summary = digester.run().to_dict()
     metrics.add_metric(name="DigestsWritten", unit=MetricUnit.Count, value=summary["digests"])

@@ -46,6 +46,7 @@ from opentrail.domain.lookup import (
 from opentrail.handlers._common import deployment_of, logger, metrics, tracer
 from opentrail.public_keys import list_public_keys_operation
 from opentrail.settings import QuerySettings
+from opentrail.trail_api import OPERATIONS as TRAIL_OPERATIONS
 
 TARGET_PREFIX: Final = "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101."
 CONTENT_TYPE: Final = "application/x-amz-json-1.1"
@@ -73,6 +74,9 @@ class OperationCall:
     settings: QuerySettings
     history: Any  # opentrail.adapters.history.EventHistory or a fake with .lookup(query, cursor)
     token_key: Callable[[], bytes]  # the NextToken key, loaded on first need
+    account: str = ""  # this function's account (trail ARNs)
+    function_region: str = ""  # this function's region (the home region unless HOME_REGION says otherwise)
+    dynamodb: Any = None  # a DynamoDB client for the trail state (None: a default client)
 
 
 Operation = Callable[[OperationCall], dict[str, Any]]
@@ -112,6 +116,7 @@ def lookup_events(call: OperationCall) -> dict[str, Any]:
 OPERATIONS: dict[str, Operation] = {
     "LookupEvents": lookup_events,
     "ListPublicKeys": list_public_keys_operation,  # opentrail.public_keys (docs/integrity.md)
+    **TRAIL_OPERATIONS,  # DescribeTrails, GetTrail, GetTrailStatus, ... (opentrail.trail_api, docs/trails.md)
 }
 
 
@@ -136,6 +141,7 @@ def handler(
     settings: QuerySettings | None = None,
     clock: Clock | None = None,
     token_key: bytes | Callable[[], bytes] | None = None,
+    dynamodb: Any = None,
 ) -> dict[str, Any]:
     """API Gateway REST proxy event in, proxy response out.
 
@@ -163,7 +169,11 @@ def handler(
         tracer.put_annotation(key="operation", value=operation_name)
         if history is None:
             history = _default_history(settings.history_table)
+        account, function_region = deployment_of(context)
         call = OperationCall(
+            account=account,
+            function_region=function_region,
+            dynamodb=dynamodb if dynamodb is not None else getattr(history, "client", None),
             body=_body(event),
             headers=headers,
             region=_region(headers, context),

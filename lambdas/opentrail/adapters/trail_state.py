@@ -1,0 +1,182 @@
+"""Per-trail logging state and delivery status in the ledger table (docs/trails.md, "Status").
+
+One item per trail: ``pk = TRAILSTATE``, ``sk = <trail name>``, no TTL. Attributes (all
+optional; a trail without an item is logging, as a CloudTrail trail is from its creation):
+
+* ``isLogging`` (bool), ``startLoggingTime``, ``stopLoggingTime`` — written only by
+  StartLogging/StopLogging (the query API), the only writes of configuration state;
+* ``latestDeliveryTime``/``latestDeliveryError``, ``latestDigestDeliveryTime``/
+  ``latestDigestDeliveryError``, ``latestCloudWatchLogsDeliveryTime``/``...Error``,
+  ``latestNotificationTime``/``latestNotificationError`` — written by the batcher and the
+  digester after each delivery (`TrailStateStore.record`).
+
+Times are epoch seconds (numbers), as GetTrailStatus returns them. `stopped()` is the one read
+the batcher makes per run: the trails it must skip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final
+
+import boto3
+from botocore.exceptions import ClientError
+
+TRAIL_STATE_PK: Final = "TRAILSTATE"
+# (GetTrailStatus member, item attribute); times are epoch numbers, errors strings.
+TIME_FIELDS: Final = {
+    "StartLoggingTime": "startLoggingTime",
+    "StopLoggingTime": "stopLoggingTime",
+    "LatestDeliveryTime": "latestDeliveryTime",
+    "LatestDigestDeliveryTime": "latestDigestDeliveryTime",
+    "LatestCloudWatchLogsDeliveryTime": "latestCloudWatchLogsDeliveryTime",
+    "LatestNotificationTime": "latestNotificationTime",
+}
+ERROR_FIELDS: Final = {
+    "LatestDeliveryError": "latestDeliveryError",
+    "LatestDigestDeliveryError": "latestDigestDeliveryError",
+    "LatestCloudWatchLogsDeliveryError": "latestCloudWatchLogsDeliveryError",
+    "LatestNotificationError": "latestNotificationError",
+}
+# What `record` accepts: delivery kind -> (time attribute, error attribute).
+KINDS: Final = {
+    "delivery": ("latestDeliveryTime", "latestDeliveryError"),
+    "digest": ("latestDigestDeliveryTime", "latestDigestDeliveryError"),
+    "cloudWatchLogs": ("latestCloudWatchLogsDeliveryTime", "latestCloudWatchLogsDeliveryError"),
+    "notification": ("latestNotificationTime", "latestNotificationError"),
+}
+
+
+class TrailStateError(RuntimeError):
+    pass
+
+
+def epoch(moment: datetime) -> Decimal:
+    """Epoch seconds with milliseconds, as CloudTrail reports them (e.g. 1454022144.869)."""
+    return Decimal(f"{moment.astimezone(UTC).timestamp():.3f}")
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class TrailStatus:
+    """One trail's item, as read (`attributes` in the item's own names)."""
+
+    attributes: Mapping[str, Any]
+
+    @property
+    def is_logging(self) -> bool:
+        return bool(self.attributes.get("isLogging", True))
+
+    def to_response(self) -> dict[str, Any]:
+        """GetTrailStatus' response: IsLogging, the epoch times and errors present, and the
+        legacy ISO-string members CloudTrail still returns."""
+        reply: dict[str, Any] = {"IsLogging": self.is_logging}
+        for member, attribute in TIME_FIELDS.items():
+            if attribute in self.attributes:
+                reply[member] = float(self.attributes[attribute])
+        for member, attribute in ERROR_FIELDS.items():
+            if self.attributes.get(attribute):
+                reply[member] = str(self.attributes[attribute])
+        if "LatestDeliveryTime" in reply:
+            reply["LatestDeliveryAttemptTime"] = _iso(reply["LatestDeliveryTime"])
+            reply["LatestDeliveryAttemptSucceeded"] = _iso(reply["LatestDeliveryTime"])
+        if "LatestNotificationTime" in reply:
+            reply["LatestNotificationAttemptTime"] = _iso(reply["LatestNotificationTime"])
+            reply["LatestNotificationAttemptSucceeded"] = _iso(reply["LatestNotificationTime"])
+        if "StartLoggingTime" in reply:
+            reply["TimeLoggingStarted"] = _iso(reply["StartLoggingTime"])
+        if "StopLoggingTime" in reply:
+            reply["TimeLoggingStopped"] = _iso(reply["StopLoggingTime"])
+        return reply
+
+
+class TrailStateStore:
+    def __init__(self, table: str, *, client: Any = None) -> None:
+        self.table = table
+        self._ddb = client or boto3.client("dynamodb")
+
+    def all(self) -> dict[str, TrailStatus]:
+        """Every trail's item (one Query of the TRAILSTATE partition)."""
+        found: dict[str, TrailStatus] = {}
+        start: dict[str, Any] | None = None
+        try:
+            while True:
+                request: dict[str, Any] = {
+                    "TableName": self.table,
+                    "KeyConditionExpression": "pk = :pk",
+                    "ExpressionAttributeValues": {":pk": {"S": TRAIL_STATE_PK}},
+                    "ConsistentRead": True,
+                }
+                if start:
+                    request["ExclusiveStartKey"] = start
+                response = self._ddb.query(**request)
+                for item in response.get("Items", []):
+                    found[item["sk"]["S"]] = TrailStatus(_plain(item))
+                start = response.get("LastEvaluatedKey")
+                if not start:
+                    return found
+        except ClientError as error:
+            raise TrailStateError(f"trail state read: {error}") from error
+
+    def get(self, trail: str) -> TrailStatus:
+        try:
+            item = self._ddb.get_item(TableName=self.table, Key=_key(trail), ConsistentRead=True).get("Item")
+        except ClientError as error:
+            raise TrailStateError(f"trail state read {trail}: {error}") from error
+        return TrailStatus(_plain(item) if item else {})
+
+    def stopped(self) -> frozenset[str]:
+        """Names of the trails whose logging is stopped (StopLogging): the batcher skips them."""
+        return frozenset(name for name, status in self.all().items() if not status.is_logging)
+
+    def set_logging(self, trail: str, logging: bool, now: datetime) -> None:
+        attribute = "startLoggingTime" if logging else "stopLoggingTime"
+        self._update(
+            trail,
+            f"SET isLogging = :logging, {attribute} = :now",
+            {":logging": {"BOOL": logging}, ":now": {"N": str(epoch(now))}},
+        )
+
+    def record(self, trail: str, kind: str, now: datetime, error: str | None = None) -> None:
+        """A delivery of `kind` (`KINDS`) happened at `now`: success sets the time and clears the
+        error; a failure sets the error (the time of the last success stays)."""
+        time_attribute, error_attribute = KINDS[kind]
+        if error is None:
+            self._update(
+                trail, f"SET {time_attribute} = :now REMOVE {error_attribute}", {":now": {"N": str(epoch(now))}}
+            )
+        else:
+            self._update(trail, f"SET {error_attribute} = :error", {":error": {"S": error[:1000]}})
+
+    def _update(self, trail: str, expression: str, values: dict[str, Any]) -> None:
+        try:
+            self._ddb.update_item(
+                TableName=self.table,
+                Key=_key(trail),
+                UpdateExpression=expression,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as error:
+            raise TrailStateError(f"trail state write {trail}: {error}") from error
+
+
+def _key(trail: str) -> dict[str, Any]:
+    return {"pk": {"S": TRAIL_STATE_PK}, "sk": {"S": trail}}
+
+
+def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, value in item.items():
+        if "BOOL" in value:
+            values[name] = value["BOOL"]
+        elif "N" in value:
+            values[name] = Decimal(value["N"])
+        elif "S" in value:
+            values[name] = value["S"]
+    return values

@@ -1,0 +1,192 @@
+"""Trails in cdk.json (validated at synth, every function gets them) and multi-region stacks
+(docs/trails.md): the home stack owns the bucket, the other regions write into it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from cdk_nag import AwsSolutionsChecks
+
+from infra.config import ConfigError, load_config
+from infra.function import BATCHER_HANDLER
+from infra.history import QUERY_HANDLER
+from infra.integrity import DIGESTER_HANDLER
+from tests.infra.conftest import Synth, cdk_context
+
+HOME_BUCKET = "opentrail-logbucket-home123"
+HOME_KEY = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
+TRAILS = [
+    {"Name": "opentrail"},
+    {"Name": "security", "S3KeyPrefix": "security", "EventSelectors": [{"ReadWriteType": "WriteOnly"}]},
+    {"Name": "home-only", "S3KeyPrefix": "home", "IsMultiRegionTrail": False, "LogFileValidationEnabled": False},
+]
+MULTI = {
+    "trails": TRAILS,
+    "regions": ["us-east-1", "eu-west-1"],
+    "homeRegion": "us-east-1",
+    "homeLogBucket": HOME_BUCKET,
+    "homeKmsKeyArn": HOME_KEY,
+}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "text"),
+    [
+        ({"trails": [{"Name": "a"}]}, "trails", "trail 'a': Name: 3-128 characters"),
+        (
+            {"trails": [{"Name": "audit", "EventSelectors": [{"ReadWriteType": "Some"}]}]},
+            "trails",
+            "trail 'audit': EventSelectors[0].ReadWriteType: must be ReadOnly, WriteOnly or All",
+        ),
+        ({"trails": [{"Name": f"trail-{i}"} for i in range(6)]}, "trails", "1 to 5 trails"),
+        ({"trails": []}, "trails", "1 to 5 trails"),
+        ({"trails": [{"Name": "audit"}], "trailName": "other"}, "trailName", "leave it unset when trails is set"),
+        (
+            {"trails": [{"Name": "audit", "LogFileValidationEnabled": True}], "logFileValidation": False},
+            "trails",
+            "trail 'audit': LogFileValidationEnabled: needs logFileValidation true",
+        ),
+        ({"regions": ["us-east-1", "us-east-1"]}, "regions", "unique region names"),
+        ({"regions": ["mars-1"]}, "regions", "region names"),
+        ({"regions": ["us-east-1"], "homeRegion": "eu-west-1"}, "homeRegion", "one of regions"),
+        ({"regions": ["us-east-1", "eu-west-1"]}, "homeLogBucket", "deploy the home region first"),
+        (
+            {"regions": ["us-east-1", "eu-west-1"], "homeLogBucket": HOME_BUCKET, "homeKmsKeyArn": "alias/x"},
+            "homeKmsKeyArn",
+            "LogKmsKeyArn",
+        ),
+        (
+            {
+                "regions": ["us-east-1", "eu-west-1"],
+                "homeLogBucket": HOME_BUCKET,
+                "homeKmsKeyArn": HOME_KEY.replace("us-east-1", "eu-west-1"),
+            },
+            "homeKmsKeyArn",
+            "arn:aws:kms:us-east-1:",
+        ),
+        ({"homeLogBucket": HOME_BUCKET}, "homeLogBucket", "only with regions"),
+        (
+            {
+                "trails": [
+                    {
+                        "Name": f"trail-{i}",
+                        "EventSelectors": [
+                            {
+                                "DataResources": [
+                                    {"Type": "AWS::S3::Object", "Values": [f"arn:aws:s3:::b{j:04}/" for j in range(40)]}
+                                ]
+                            }
+                        ],
+                    }
+                    for i in range(5)
+                ]
+            },
+            "trails",
+            "Lambda's environment",
+        ),
+    ],
+)
+def test_invalid_trails_and_regions_fail_naming_key_trail_and_field(
+    overrides: dict[str, Any], key: str, text: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(overrides)
+
+    assert raised.value.key == key
+    assert str(raised.value).startswith(f"opentrail.{key}: ")
+    assert text in str(raised.value)
+
+
+def test_default_trail_comes_from_trail_name_and_prefix() -> None:
+    (trail,) = load_config({"trailName": "audit", "s3KeyPrefix": "logs"}).trail_list
+
+    assert (trail.name, trail.s3_key_prefix, trail.log_file_validation_enabled) == ("audit", "logs", True)
+    assert not load_config({"logFileValidation": False}).trail_list[0].log_file_validation_enabled
+
+
+def synth_regions(overrides: dict[str, Any]) -> dict[str, Synth]:
+    from aws_cdk import App
+    from aws_cdk.assertions import Template
+
+    from app import build_stacks
+
+    context = cdk_context()
+    context["opentrail"] = {**context["opentrail"], **overrides}
+    app = App(context=context)
+    stacks = build_stacks(app, load_config(context["opentrail"]), account="123456789012", region=None)
+    return {stack.region: Synth(app=app, stack=stack, template=Template.from_stack(stack)) for stack in stacks}
+
+
+@pytest.fixture(scope="module")
+def regions() -> dict[str, Synth]:
+    return synth_regions(MULTI)
+
+
+def env(synth: Synth, handler: str) -> dict[str, str]:
+    _, function = synth.function(handler)
+    variables: dict[str, str] = function["Properties"]["Environment"]["Variables"]
+    return variables
+
+
+def test_two_stacks_home_keeps_the_stack_name(regions: dict[str, Synth]) -> None:
+    assert {region: synth.stack.stack_name for region, synth in regions.items()} == {
+        "us-east-1": "OpenTrail",
+        "eu-west-1": "OpenTrail-eu-west-1",
+    }
+
+
+def test_only_the_home_region_owns_a_bucket(regions: dict[str, Synth]) -> None:
+    assert len(regions["us-east-1"].resources("AWS::S3::Bucket")) == 2  # log bucket + access log bucket
+    assert regions["eu-west-1"].resources("AWS::S3::Bucket") == {}
+
+
+def test_non_home_batcher_writes_to_the_home_bucket_with_the_home_key(regions: dict[str, Synth]) -> None:
+    other = regions["eu-west-1"]
+    variables = env(other, BATCHER_HANDLER)
+    statements = other.role_policy_statements(BATCHER_HANDLER)
+    write = next(s for s in statements if s.get("Sid") == "WriteLogFiles")
+    rendered = json.dumps(write["Resource"])
+
+    assert variables["LOG_BUCKET"] == HOME_BUCKET
+    assert variables["LOG_KMS_KEY_ARN"] == HOME_KEY
+    assert f":s3:::{HOME_BUCKET}/AWSLogs/*" in rendered
+    assert f":s3:::{HOME_BUCKET}/security/AWSLogs/*" in rendered
+    kms = [s for s in statements if any(str(a).startswith("kms:") for a in s["Action"])]
+    assert any(HOME_KEY in json.dumps(s["Resource"]) for s in kms)
+    # the home-only trail (IsMultiRegionTrail false) records in the home region only
+    assert [t["Name"] for t in json.loads(variables["TRAILS"])] == ["opentrail", "security"]
+    home_trails = json.loads(env(regions["us-east-1"], BATCHER_HANDLER)["TRAILS"])
+    assert [t["Name"] for t in home_trails] == ["opentrail", "security", "home-only"]
+
+
+def test_non_home_digester_and_query_name_the_home_region(regions: dict[str, Synth]) -> None:
+    other, home = regions["eu-west-1"], regions["us-east-1"]
+
+    assert env(other, DIGESTER_HANDLER)["HOME_REGION"] == "us-east-1"
+    assert env(other, DIGESTER_HANDLER)["LOG_BUCKET"] == HOME_BUCKET
+    assert env(other, QUERY_HANDLER)["HOME_REGION"] == "us-east-1"
+    assert env(home, DIGESTER_HANDLER)["HOME_REGION"] == ""
+    digests = next(s for s in other.role_policy_statements(DIGESTER_HANDLER) if s.get("Sid") == "WriteDigests")
+    rendered = json.dumps(digests["Resource"])
+    assert f":s3:::{HOME_BUCKET}/AWSLogs/*/CloudTrail-Digest/*" in rendered
+    assert "home/AWSLogs" not in rendered  # the home-only trail has no digests (and is not recorded here)
+
+
+def test_home_stack_exports_what_the_other_regions_need(regions: dict[str, Synth]) -> None:
+    outputs = regions["us-east-1"].template.find_outputs("*")
+
+    assert {"LogBucketName", "LogKmsKeyArn"} <= set(outputs)
+
+
+def test_multi_region_stacks_have_no_unacknowledged_nag_findings(regions: dict[str, Synth]) -> None:
+    synth = regions["eu-west-1"]
+    report = AwsSolutionsChecks(synth.app).validate_scope(synth.app)
+    findings = [
+        f"{violation.rule_name} at {resource.locations}"
+        for violation in report.violations
+        for resource in violation.violating_resources
+    ]
+
+    assert findings == []
