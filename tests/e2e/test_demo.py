@@ -9,14 +9,14 @@ import io
 import json
 import re
 import zlib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from opentrail.cli import main
-from opentrail.local.demo import DemoOptions, DemoReport, run_demo
+from opentrail.local.demo import INSIGHT_KEY, DemoOptions, DemoReport, run_demo
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +71,8 @@ def test_demo_delivers_every_event_exactly_once(demo: tuple[DemoReport, Path, st
     assert not report.rejected
     assert len(exported) == len(report.files)
     assert report.integrity is not None
-    assert report.exported == len(report.files) + report.integrity.digests
+    assert report.insights is not None
+    assert report.exported == len(report.files) + report.integrity.digests + len(report.insights.files)
 
 
 def test_demo_records_are_the_generated_events(demo: tuple[DemoReport, Path, str], exported) -> None:  # type: ignore[no-untyped-def]
@@ -317,3 +318,131 @@ def test_a_third_party_cloudtrail_reader_accepts_the_export(demo: tuple[DemoRepo
         if "CloudTrail" in path.relative_to(export).parts
         for record in json.loads(gzip.decompress(path.read_bytes()))["Records"]
     }
+
+
+# -- Insights: the default demo (3 hours, the injected anomalies), integrity skipped -----------
+
+INSIGHT_TOP_LEVEL = {
+    "eventVersion",
+    "eventTime",
+    "awsRegion",
+    "eventID",
+    "eventType",
+    "recipientAccountId",
+    "sharedEventID",
+    "insightDetails",
+    "eventCategory",
+}
+KINDS = {"ApiCallRateInsight", "ApiErrorRateInsight", "UnusualActivityInsight", "MissingActivityInsight"}
+
+
+@pytest.fixture(scope="module")
+def insights_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[DemoReport, Path, str]:
+    export = tmp_path_factory.mktemp("insights-export")
+    out = io.StringIO()
+    report = run_demo(DemoOptions(export=export, integrity=False), out=out)
+    return report, export, out.getvalue()
+
+
+def test_demo_insights_detect_every_injected_anomaly_with_start_and_end(
+    insights_demo: tuple[DemoReport, Path, str],
+) -> None:
+    report, _, output = insights_demo
+    assert report.ok, output
+    insights = report.insights
+    assert insights is not None
+    assert not insights.errors, output
+    assert {anomaly.insight_type for anomaly in insights.anomalies} == KINDS
+    for anomaly in insights.anomalies:
+        found = insights.detected(anomaly)
+        assert found is not None, f"{anomaly} not detected:\n{output}"
+        start, end = found
+        assert end is not None, f"{anomaly}: no End"  # every injected anomaly ends before the demo does
+        assert start["sharedEventID"] == end["sharedEventID"]
+        assert start["eventTime"] <= end["eventTime"]
+        detected_at = datetime.strptime(start["eventTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        assert detected_at - anomaly.start <= timedelta(minutes=10), anomaly  # within minutes
+        explanation = start["insightDetails"]["insightContext"]["explanation"]
+        assert anomaly.event_name in explanation
+    assert insights.all_detected
+    assert insights.starts == insights.ends == len(insights.pairs())
+    assert insights.runs >= 36  # every 5 minutes for 3 hours, and the tail
+
+
+def test_demo_insights_files_follow_the_cloudtrail_insight_layout_and_spec(
+    insights_demo: tuple[DemoReport, Path, str],
+) -> None:
+    report, export, _ = insights_demo
+    insights = report.insights
+    assert insights is not None
+    assert insights.files
+    key = re.compile(INSIGHT_KEY)
+    exported = sorted(
+        p.relative_to(export).as_posix() for p in export.rglob("*.json.gz") if "CloudTrail-Insight" in p.parts
+    )
+    assert exported == [item.key for item in insights.files]  # the export includes them
+    records = []
+    for name in exported:
+        match = key.match(name)
+        assert match, name
+        document = json.loads(gzip.decompress((export / name).read_bytes()))
+        assert list(document) == ["Records"]
+        for record in document["Records"]:
+            assert record["awsRegion"] == match["region"]
+            assert record["recipientAccountId"] == match["account"]
+            records.append(record)
+    assert len(records) == len(insights.records)
+    for record in records:
+        assert set(record) == INSIGHT_TOP_LEVEL, sorted(record)
+        assert record["eventType"] == "AwsCloudTrailInsight"
+        assert record["eventCategory"] == "Insight"
+        assert EVENT_TIME.match(record["eventTime"])
+        assert UUID.match(record["eventID"])
+        assert UUID.match(record["sharedEventID"])
+        details = record["insightDetails"]
+        assert details["state"] in ("Start", "End")
+        assert details["insightType"] in KINDS
+        assert details["eventSource"]
+        assert details["eventName"]
+        context = details["insightContext"]
+        statistics = context["statistics"]
+        assert {"baseline", "insight", "insightDuration"} <= set(statistics)
+        assert isinstance(statistics["baseline"]["average"], (int, float))
+        assert isinstance(statistics["insight"]["average"], (int, float))
+        attributes = {a["attribute"] for a in context["attributions"]}
+        assert attributes <= {"userIdentityArn", "userAgent", "errorCode"}
+        assert "userIdentityArn" in attributes
+        if details["insightType"] in ("ApiCallRateInsight", "ApiErrorRateInsight"):  # CloudTrail's types: all three
+            assert attributes == {"userIdentityArn", "userAgent", "errorCode"}
+        assert all({"insight", "baseline"} <= set(a) for a in context["attributions"])
+        assert context["explanation"]
+    by_shared: dict[str, list[str]] = {}
+    for record in records:
+        by_shared.setdefault(record["sharedEventID"], []).append(record["insightDetails"]["state"])
+    assert all(sorted(states) == ["End", "Start"] for states in by_shared.values())
+
+
+def test_demo_insights_are_found_by_lookup_events(insights_demo: tuple[DemoReport, Path, str]) -> None:
+    report, _, _ = insights_demo
+    insights = report.insights
+    assert insights is not None
+    assert sorted(insights.looked_up_ids) == sorted(record["eventID"] for record in insights.records)
+    assert sum(insights.looked_up.values()) == len(insights.records)
+
+
+def test_demo_prints_the_insights_section(insights_demo: tuple[DemoReport, Path, str]) -> None:
+    report, _, output = insights_demo
+    section = output[output.index("\nInsights (docs/insights.md)") :]
+    assert "NOT DETECTED" not in section
+    assert section.count("[injected]") == len(report.insights.anomalies)  # type: ignore[union-attr]
+    assert "/CloudTrail-Insight/" in section
+    assert "LookupEvents EventCategory=insight: " in section
+    assert "unusual_warmup_minutes 90" in section
+
+
+def test_demo_without_anomalies_injects_none_and_a_short_demo_says_so(
+    demo: tuple[DemoReport, Path, str],
+) -> None:
+    report, _, output = demo  # the 1-hour demo: too short for the anomalies
+    assert report.workload.anomalies == ()
+    assert "injected     none" in output

@@ -6,6 +6,7 @@ and stops it; the batcher timer is off (an hour) unless the test is about the ti
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -367,3 +368,63 @@ def test_local_server_export_with_keys_and_chain_heads_validates_offline(
     newest.with_name(newest.name + ".metadata.json").unlink()
     assert cli.main([*validate, *times]) == 1
     assert "the chain head names" in capsys.readouterr().out
+
+
+def test_local_server_insights_endpoint_and_flush_insights_command(
+    start: Callable[..., LocalRuntime], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given a widgets service reading every minute for 35 minutes, then a never-seen API, and
+    # an Insights sensitivity that calls things "never seen" after 10 minutes of learning
+    runtime = start(insights_overrides='{"unusual_warmup_minutes": 10}')
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    client = session().client("cloudtrail-data", endpoint_url=runtime.endpoint)
+    events = []
+    for index, minutes_ago in enumerate([*range(45, 9, -1), 6]):
+        data = json.loads(event_data(index, "GetWidget" if minutes_ago > 6 else "PurgeWidgets"))
+        data["eventTime"] = (now - timedelta(minutes=minutes_ago, seconds=-10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        data["UID"] = f"insights-{index}"
+        events.append({"id": f"i{index}", "eventData": json.dumps(data)})
+    for chunk in (events[:30], events[30:]):
+        assert not client.put_audit_events(channelArn=runtime.channel_arn, auditEvents=chunk)["failed"]
+
+    # when POST /_opentrail/insights (flush, then one Insights run)
+    result = runtime.insights()
+    assert result["flush"]["records"] == len(events)
+    summary = result["insights"]
+    assert summary["errors"] == []
+    assert summary["starts"] >= 1, summary  # the API (and its caller's first write, as the writer is new)
+    [delivered] = summary["files"]
+    assert "/CloudTrail-Insight/us-east-1/" in delivered["key"]
+    assert runtime.status()["insightsRuns"] == 1
+
+    # then the Insights file is in the bucket (CloudTrail-Insight layout) and LookupEvents finds it
+    s3 = session().client("s3", endpoint_url=runtime.aws_endpoint)
+    body = s3.get_object(Bucket=runtime.log_bucket, Key=delivered["key"])["Body"].read()
+    records = json.loads(gzip.decompress(body))["Records"]
+    assert len(records) == summary["starts"] + summary["ends"]
+    [record] = [r for r in records if "never called" in r["insightDetails"]["insightContext"]["explanation"]]
+    assert record["eventType"] == "AwsCloudTrailInsight"
+    assert record["insightDetails"]["state"] == "Start"
+    assert record["insightDetails"]["insightType"] == "UnusualActivityInsight"
+    assert record["insightDetails"]["eventName"] == "PurgeWidgets"
+    found = lookup_all(runtime, EventCategory="insight")
+    assert sorted(json.loads(e["CloudTrailEvent"])["eventID"] for e in found) == sorted(r["eventID"] for r in records)
+
+    # and `opentrail flush --insights` runs it again over HTTP (nothing new: no second Start)
+    assert cli.main(["flush", "--insights", "--endpoint-url", runtime.endpoint]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("flushed: ")
+    assert "insights: analysed to " in out
+    assert runtime.insights_runs == 2
+    assert len(lookup_all(runtime, EventCategory="insight")) == len(records)
+
+
+def test_local_server_insights_can_be_switched_off(start: Callable[..., LocalRuntime]) -> None:
+    runtime = start(insights=False, batch_interval=0.2)
+    put(runtime, [(1, "DeleteWidget")])
+    deadline = time.monotonic() + 20
+    while runtime.batcher_runs < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert runtime.batcher_runs >= 2
+    assert runtime.insights_runs == 0
+    assert runtime.status()["insights"] is False

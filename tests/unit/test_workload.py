@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -126,7 +127,7 @@ def test_workload_ingest_events_pass_put_audit_events_validation(workload) -> No
 
 
 def test_workload_envelopes_become_records(workload) -> None:  # type: ignore[no-untyped-def]
-    kinds = Counter()
+    kinds: Counter[str] = Counter()
     for event in workload.by_path("eventbridge"):
         envelope = event.eventbridge_envelope()
         kinds[envelope["detail-type"]] += 1
@@ -148,3 +149,68 @@ def test_workload_rejects_bad_arguments() -> None:
         generate(-1)
     with pytest.raises(ValueError, match="hours"):
         generate(10, 0)
+
+
+# -- injected anomalies (the demo's Insights section) -------------------------------------
+
+
+def test_workload_anomalies_are_labelled_one_per_kind_in_the_last_part() -> None:
+    w = generate(anomalies=True)
+    kinds = Counter(a.insight_type for a in w.anomalies)
+    assert kinds == {
+        "ApiCallRateInsight": 1,
+        "ApiErrorRateInsight": 1,
+        "UnusualActivityInsight": 2,
+        "MissingActivityInsight": 1,
+    }
+    for anomaly in w.anomalies:
+        assert w.start + timedelta(minutes=90) < anomaly.start < anomaly.end <= w.end - timedelta(minutes=20)
+    assert _dump(generate(anomalies=True)) == _dump(w)  # deterministic
+
+
+def test_workload_anomalies_come_on_top_of_an_unchanged_background(workload) -> None:  # type: ignore[no-untyped-def]
+    w = generate(anomalies=True)
+    background = {e.uid for e in workload.events}
+    assert background <= {e.uid for e in w.events}
+    injected = [e for e in w.events if e.uid not in background]
+    assert len(w.events) == len(workload.events) + len(injected)
+    assert [e.at for e in w.events] == sorted(e.at for e in w.events)
+    by_name = Counter(e.record["eventName"] for e in injected)
+    assert by_name["CreateOrder"] == 150  # 25 a minute for 6 minutes
+    assert by_name["GetBucketPolicy"] == 90
+    assert all(e.error_code == "AccessDenied" for e in injected if e.record["eventName"] == "GetBucketPolicy")
+    intruder = [e for e in injected if "orders-web-instance-role" in e.record["userIdentity"]["arn"]]
+    assert {e.record["eventName"] for e in intruder} == {"ListBuckets", "GetBucketAcl", "GetObject", "PutBucketPolicy"}
+    assert {e.record["sourceIPAddress"] for e in intruder} == {"198.18.0.61"}
+    assert all(e.record["eventCategory"] == "Data" for e in intruder if e.record["eventName"] == "GetObject")
+    job = sorted(e.at for e in injected if "inventory-sync-role" in e.record["userIdentity"]["arn"])
+    gaps = Counter(int((b - a).total_seconds() // 60) for a, b in itertools.pairwise(job))
+    assert max(gaps, key=lambda gap: gaps[gap]) in (4, 5)  # every 5 minutes
+    assert max(gaps) >= 40  # the stop
+
+
+def test_workload_injected_events_pass_their_capture_paths() -> None:
+    w = generate(anomalies=True)
+    background = {e.uid for e in generate().events}
+    channel = f"arn:aws:cloudtrail:{HOME_REGION}:{DEFAULT_ACCOUNT_ID}:channel/demo"
+    for event in (e for e in w.events if e.uid not in background):
+        if event.path == "ingest":
+            body = {"auditEvents": [{"id": event.uid, "eventData": json.dumps(event.event_data())}]}
+            request = parse_request(
+                channel_arn=channel,
+                external_id=None,
+                body=json.dumps(body).encode(),
+                caller=Caller(account_id=DEFAULT_ACCOUNT_ID),
+                accepted_channels={channel},
+            )
+            _accepted, rejected = process(request, region=HOME_REGION, now=event.at + timedelta(minutes=1))
+            assert rejected == []
+        else:
+            assert event.path == "eventbridge"
+            record = record_from_envelope(event.eventbridge_envelope(), now=event.at + timedelta(minutes=1))
+            assert record["eventName"] == event.record["eventName"]
+
+
+def test_workload_anomalies_need_three_hours() -> None:
+    with pytest.raises(ValueError, match="at least 180 minutes"):
+        generate(300, 2.0, anomalies=True)

@@ -34,18 +34,20 @@ import tempfile
 import time
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
 from opentrail.local.workload import (
+    ANOMALY_MIN_MINUTES,
     DEFAULT_EVENTS,
     DEFAULT_HOURS,
     DEFAULT_SEED,
     PATHS,
+    Anomaly,
     Workload,
     WorkloadEvent,
     generate,
@@ -54,7 +56,8 @@ from opentrail.local.workload import (
 MAX_EVENTS_PER_REQUEST = 100
 MAX_REQUEST_BYTES = 900_000  # PutAuditEvents allows 1 MB; keep a margin
 DEFAULT_BATCH_EVERY_MINUTES = 5
-# The demo's trail: management events plus Lambda data events (the workload's Invoke calls),
+# The demo's trail: management events plus Lambda and S3 data events (the workload's Invoke
+# calls, the injected intruder's GetObject calls),
 # in CloudTrail's PutEventSelectors shape.
 DEMO_TRAILS_JSON = json.dumps(
     [
@@ -64,7 +67,10 @@ DEMO_TRAILS_JSON = json.dumps(
                 {
                     "ReadWriteType": "All",
                     "IncludeManagementEvents": True,
-                    "DataResources": [{"Type": "AWS::Lambda::Function", "Values": ["arn:aws:lambda"]}],
+                    "DataResources": [
+                        {"Type": "AWS::Lambda::Function", "Values": ["arn:aws:lambda"]},
+                        {"Type": "AWS::S3::Object", "Values": ["arn:aws:s3"]},
+                    ],
                 }
             ],
         }
@@ -73,6 +79,25 @@ DEMO_TRAILS_JSON = json.dumps(
 SAMPLE_EVENT_NAMES = ("RunInstances", "CreateUser", "AttachUserPolicy", "RefundOrder")
 TRAIL_NAME = "opentrail"
 DIGEST_DELAY = timedelta(minutes=5)  # the deployed default (DIGEST_DELAY_SECONDS 300)
+# Insights (docs/insights.md, "Live"; docs/demo.md): the real function every 5 simulated minutes,
+# right after the batcher. The deployed defaults wait a day before anything is "never seen" and
+# want a day of history before a job counts as regular; the demo has three hours, so it learns
+# for 90 minutes and calls a job regular after an hour and 12 runs. Call-rate and error-rate
+# insights keep their production rules, cold start included (an API needs an hour of history,
+# thresholds doubled in its first week). Minutes are analysed 1 minute after they end
+# (the batcher here delivers every 5 minutes with nothing in flight), not 10.
+INSIGHTS_EVERY_MINUTES = 5
+INSIGHTS_SETTLE_MINUTES = 1
+INSIGHTS_TAIL_MINUTES = 15  # after the workload: runs that let the last insights end
+DEMO_SENSITIVITY_OVERRIDES: dict[str, int] = {
+    "unusual_warmup_minutes": 90,
+    "missing_min_history_minutes": 60,
+    "missing_min_occurrences": 12,
+}
+INSIGHT_KEY = (
+    r"^AWSLogs/(?P<account>\d{12})/CloudTrail-Insight/(?P<region>[a-z]{2}-[a-z]+-\d)/\d{4}/\d{2}/\d{2}/"
+    r"(?P=account)_CloudTrail-Insight_(?P=region)_\d{8}T\d{4}Z_[A-Za-z0-9]{16}\.json\.gz$"
+)
 
 # Environment for the embedded AWS: fake credentials, one region, no profile or endpoint
 # that could send a request anywhere, Powertools quiet (no EMF or INFO logs on stdout).
@@ -105,6 +130,9 @@ class DemoOptions:
     quiet: bool = False
     batch_every_minutes: int = DEFAULT_BATCH_EVERY_MINUTES
     integrity: bool = True  # digest, validate, tamper with a copy, validate again
+    insights: bool = True  # run the Insights function every 5 simulated minutes
+    # inject the labelled anomalies (workload.inject_anomalies) when the workload lasts 3 hours or more
+    anomalies: bool = True
 
 
 @dataclass(frozen=True)
@@ -171,6 +199,63 @@ class IntegrityReport:
         return self.valid and self.detected
 
 
+@dataclass
+class InsightsReport:
+    """What the Insights function produced in the demo, and which injected anomaly it caught."""
+
+    runs: int = 0
+    first_run: datetime | None = None
+    last_run: datetime | None = None
+    starts: int = 0
+    ends: int = 0
+    event_bridge_sent: int = 0
+    errors: list[str] = field(default_factory=list)
+    files: list[DeliveredFile] = field(default_factory=list)  # the CloudTrail-Insight files
+    records: list[dict[str, Any]] = field(default_factory=list)  # their records, by eventTime
+    looked_up: dict[str, int] = field(default_factory=dict)  # region -> LookupEvents EventCategory=insight
+    looked_up_ids: list[str] = field(default_factory=list)  # their eventIDs
+    anomalies: tuple[Anomaly, ...] = ()
+    elapsed_seconds: float = 0.0
+
+    def pairs(self) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+        """(Start, End or None) per insight, by start time."""
+        ends = {r["sharedEventID"]: r for r in self.records if r["insightDetails"]["state"] == "End"}
+        starts = [r for r in self.records if r["insightDetails"]["state"] == "Start"]
+        return [(start, ends.get(start["sharedEventID"])) for start in starts]
+
+    def detected(self, anomaly: Anomaly) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+        """The insight (Start, End) that reports `anomaly`, if any."""
+        for start, end in self.pairs():
+            details = start["insightDetails"]
+            at = _parse_time(start["eventTime"])
+            if (
+                details["insightType"] == anomaly.insight_type
+                and details["eventSource"] == anomaly.event_source
+                and details["eventName"] == anomaly.event_name
+                and start["awsRegion"] == anomaly.region
+                and anomaly.start - timedelta(minutes=1) <= at <= anomaly.end + timedelta(minutes=15)
+                and _same_principal(details.get("userIdentityArn"), anomaly)
+                and (not anomaly.error_code or details.get("errorCode") == anomaly.error_code)
+            ):
+                return start, end
+        return None
+
+    @property
+    def all_detected(self) -> bool:
+        return all(self.detected(anomaly) is not None for anomaly in self.anomalies)
+
+
+def _same_principal(arn: str | None, anomaly: Anomaly) -> bool:
+    """Insights name principals at role level (``assumed-role/<role>/*``)."""
+    if arn is None or not anomaly.principal:
+        return True
+    return anomaly.principal.startswith(arn.rstrip("*"))
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True)
 class DeliveredFile:
     key: str
@@ -196,6 +281,7 @@ class DemoReport:
     dead_letter_depth: int = 0
     exported: int | None = None
     integrity: IntegrityReport | None = None
+    insights: InsightsReport | None = None
     elapsed_seconds: float = 0.0
 
     @property
@@ -332,24 +418,32 @@ def run_demo(options: DemoOptions | None = None, *, out: TextIO | None = None) -
     options = options or DemoOptions()
     out = out or sys.stdout
     started = time.monotonic()
-    workload = generate(options.events, options.hours, options.seed)
+    anomalies = options.anomalies and options.insights and options.hours * 60 >= ANOMALY_MIN_MINUTES
+    workload = generate(options.events, options.hours, options.seed, anomalies=anomalies)
     report = DemoReport(workload=workload)
     with demo_environment():
         from moto import mock_aws
 
         with mock_aws(), moto_transactions_snapshot_once(), _quiet_powertools():
             pipeline = _Pipeline(workload, options, report, out)
-            if options.integrity:
-                integrity = _Integrity(pipeline)
-                pipeline.digester = integrity
-                pipeline.run()
-                integrity.finish()
+            insights = _Insights(pipeline) if options.insights else None
+            integrity = _Integrity(pipeline) if options.integrity else None
+            pipeline.insights, pipeline.digester = insights, integrity
+            pipeline.run()
+            # after the workload: the Insights runs that let the last insights end and the
+            # digester's hourly runs still to come, minute by minute in simulated time
+            tail_end = pipeline.clock() + timedelta(minutes=INSIGHTS_TAIL_MINUTES if insights else 0)
+            if integrity is not None:
+                integrity.finish(also=insights.on_minute if insights else None, until=tail_end)
+            else:
+                pipeline.walk_to(tail_end)
+            if insights is not None:
+                insights.collect()
+            if integrity is not None:
                 with tempfile.TemporaryDirectory(prefix="opentrail-demo-") as scratch:
                     integrity.check(Path(scratch))
-            else:
-                pipeline.run()
-                if options.export is not None:
-                    pipeline.export(options.export)
+            elif options.export is not None:
+                pipeline.export(options.export)
     report.elapsed_seconds = time.monotonic() - started
     _print_summary(report, options, out)
     return report
@@ -400,6 +494,7 @@ class _Pipeline:
         self.log_store = LogStore(self.resources.log_bucket, self.resources.kms_key_arn, client=self.s3)
         self.ledger = Ledger(self.resources.ledger_table, client=boto3.client("dynamodb", region_name=region))
         self.digester: _Integrity | None = None  # runs the digester on its hourly schedule
+        self.insights: _Insights | None = None  # runs the Insights function every 5 minutes
 
     # -- the walk through simulated time ------------------------------------------------
 
@@ -424,6 +519,8 @@ class _Pipeline:
                 hour_files += self._batch("flush" if last else None)
             if self.digester is not None:
                 self.digester.on_minute()
+            if self.insights is not None:
+                self.insights.on_minute()
             if (minute + 1) % 60 == 0 or last:
                 if not options.quiet:
                     self._print_progress(minute + 1, hour_sent, hour_files)
@@ -433,6 +530,13 @@ class _Pipeline:
                 break
             self._batch("flush")
         self._collect()
+
+    def walk_to(self, end: datetime) -> None:
+        """Move the clock minute by minute to `end`, running the Insights schedule."""
+        while self.clock() < end:
+            self.clock.advance_to(self.clock() + timedelta(minutes=1))
+            if self.insights is not None:
+                self.insights.on_minute()
 
     def _capture(self, events: Sequence[WorkloadEvent]) -> None:
         by_path: dict[str, list[WorkloadEvent]] = defaultdict(list)
@@ -658,9 +762,10 @@ class _Integrity:
         if now >= first_run and now - floor_hour(now) == DIGEST_DELAY:
             self._run()
 
-    def finish(self) -> None:
-        """After the last delivery: the clock moves on through the hourly runs still to come,
-        up to the one that digests the last delivery's hour."""
+    def finish(self, *, also: Callable[[], None] | None = None, until: datetime | None = None) -> None:
+        """After the last delivery: the clock moves on, minute by minute, through the hourly runs
+        still to come, up to the one that digests the last delivery's hour (and to `until`),
+        calling `also` every minute (the Insights schedule)."""
         from opentrail.domain.chain import floor_hour
 
         clock = self.pipeline.clock
@@ -669,10 +774,17 @@ class _Integrity:
         run_at = floor_hour(clock()) + DIGEST_DELAY
         if run_at <= clock():
             run_at += timedelta(hours=1)
+        runs = []
         while run_at <= self.report.last_window_end + DIGEST_DELAY:
-            clock.advance_to(run_at)
-            self._run()
+            runs.append(run_at)
             run_at += timedelta(hours=1)
+        end = max([*runs, until or clock()])
+        while clock() < end:
+            clock.advance_to(clock() + timedelta(minutes=1))
+            if clock() in runs:
+                self._run()
+            if also is not None:
+                also()
         self.report.chains = sorted({head.region for head in self.heads.list(TRAIL_NAME)})
         self.report.fingerprints = [key.fingerprint for key in self.registry.all()]
 
@@ -758,6 +870,132 @@ class _Integrity:
             report.deleted_digest = digest.relative_to(copy).as_posix()
             report.expected.append(f"Digest file\ts3://{bucket}/{report.deleted_digest}\tINVALID: not found")
         report.tampered = self._validate(copy, region)
+
+
+class _Insights:
+    """The Insights function (docs/insights.md, "Live") every 5 simulated minutes, right after the
+    batcher, with the demo's sensitivity; then the delivered Insights read back: the
+    CloudTrail-Insight files in the bucket and LookupEvents EventCategory=insight."""
+
+    def __init__(self, pipeline: _Pipeline) -> None:
+        import boto3
+
+        self.pipeline = pipeline
+        resources = pipeline.resources
+        self.settings = resources.insights_settings(
+            log_level="WARNING",
+            sensitivity_overrides=json.dumps(DEMO_SENSITIVITY_OVERRIDES),
+            settle_minutes=INSIGHTS_SETTLE_MINUTES,
+        )
+        self.dynamodb = boto3.client("dynamodb", region_name=resources.region)
+        self.events = boto3.client("events", region_name=resources.region)
+        self.report = InsightsReport(anomalies=pipeline.workload.anomalies)
+        pipeline.report.insights = self.report
+        self.tail_end = pipeline.workload.end + timedelta(minutes=INSIGHTS_TAIL_MINUTES)
+
+    def on_minute(self) -> None:
+        """Every 5 minutes of simulated time (after that minute's batcher run), up to the tail's end."""
+        now = self.pipeline.clock()
+        minute = int((now - self.pipeline.workload.start).total_seconds() // 60)
+        if minute > 0 and minute % INSIGHTS_EVERY_MINUTES == 0 and now <= self.tail_end:
+            self._run()
+
+    def _run(self) -> None:
+        from opentrail.handlers.insights import analyse
+
+        started = time.monotonic()
+        summary = analyse(
+            self.settings,
+            clock=self.pipeline.clock,
+            dynamodb_client=self.dynamodb,
+            s3_client=self.pipeline.s3,
+            events_client=self.events,
+        )
+        report = self.report
+        report.runs += 1
+        report.first_run = report.first_run or self.pipeline.clock()
+        report.last_run = self.pipeline.clock()
+        report.starts += int(summary["starts"])
+        report.ends += int(summary["ends"])
+        report.event_bridge_sent += int(summary["eventBridgeSent"])
+        report.errors.extend(str(error) for error in summary["errors"])
+        report.elapsed_seconds += time.monotonic() - started
+
+    def collect(self) -> None:
+        """The CloudTrail-Insight files in the bucket, and the same records through LookupEvents."""
+        s3, bucket = self.pipeline.s3, self.pipeline.report.bucket
+        records: list[dict[str, Any]] = []
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="AWSLogs/"):
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                if "/CloudTrail-Insight/" not in key or not key.endswith(".json.gz"):
+                    continue
+                body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+                items = json.loads(gzip.decompress(body))["Records"]
+                parts = key.split("/")
+                at = parts.index("CloudTrail-Insight")
+                self.report.files.append(
+                    DeliveredFile(
+                        key=key, account_id=parts[at - 1], region=parts[at + 1], records=len(items), bytes=len(body)
+                    )
+                )
+                records.extend(items)
+        self.report.files.sort(key=lambda item: item.key)
+        self.report.records = sorted(records, key=lambda r: (r["eventTime"], r["insightDetails"]["state"] != "End"))
+        for region in sorted({r["awsRegion"] for r in records} | {self.pipeline.resources.region}):
+            found = self.lookup(region)
+            self.report.looked_up[region] = len(found)
+            self.report.looked_up_ids.extend(str(event.get("EventId")) for event in found)
+
+    def lookup(self, region: str) -> list[dict[str, Any]]:
+        """LookupEvents EventCategory=insight in `region` (as ``aws cloudtrail lookup-events --region``
+        signs it) over the simulated day, through the real query handler."""
+        from opentrail.adapters.history import EventHistory
+        from opentrail.handlers import query
+        from opentrail.local.context import LocalContext
+
+        resources = self.pipeline.resources
+        settings = resources.query_settings(log_level="WARNING")
+        history = EventHistory(settings.history_table, client=self.dynamodb)
+        workload = self.pipeline.workload
+        request: dict[str, Any] = {
+            "EventCategory": "insight",
+            "StartTime": (workload.start - timedelta(hours=1)).timestamp(),
+            "EndTime": (self.pipeline.clock() + timedelta(hours=1)).timestamp(),
+            "MaxResults": 50,
+        }
+        events: list[dict[str, Any]] = []
+        while True:
+            reply = query.handler(
+                {
+                    "httpMethod": "POST",
+                    "path": "/",
+                    "headers": {
+                        "X-Amz-Target": "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.LookupEvents",
+                        "Content-Type": "application/x-amz-json-1.1",
+                        "Authorization": (
+                            f"AWS4-HMAC-SHA256 Credential=testing/{workload.start:%Y%m%d}/{region}/cloudtrail/"
+                            "aws4_request, SignedHeaders=host;x-amz-date, Signature=0"
+                        ),
+                    },
+                    "body": json.dumps(request),
+                },
+                LocalContext(function_name="opentrail-query", account_id=resources.account_id, region=resources.region),
+                history=history,
+                settings=settings,
+                clock=self.pipeline.clock,
+                token_key=b"opentrail-demo-next-token-key-32",
+                dynamodb=self.dynamodb,
+            )
+            _clear_metrics()
+            if reply.get("statusCode") != 200:
+                self.report.errors.append(f"LookupEvents HTTP {reply.get('statusCode')}: {reply.get('body')}")
+                return events
+            body = json.loads(reply["body"])
+            events.extend(body.get("Events", []))
+            if not body.get("NextToken"):
+                return events
+            request["NextToken"] = body["NextToken"]
 
 
 def _records(path: Path) -> list[Any]:
@@ -853,6 +1091,8 @@ def _print_summary(report: DemoReport, options: DemoOptions, out: TextIO) -> Non
         )
     if report.integrity is not None:
         _print_integrity(report, report.integrity, options, p)
+    if report.insights is not None:
+        _print_insights(report, report.insights, options, p)
     p()
     verdict = "OK: every event delivered exactly once" if report.delivered_ok else "PROBLEM: see the counts above"
     if report.integrity is not None:
@@ -907,6 +1147,64 @@ def _print_integrity(report: DemoReport, integrity: IntegrityReport, options: De
         p(f"    ... and {len(tampered.invalid) - len(shown)} more INVALID lines")
     outcome = "detected" if integrity.detected else "NOT DETECTED as expected"
     p(f"    {outcome}: exit status {tampered.rc}, {', '.join(tampered.ratios)}; {tampered.problems or '-'}")
+
+
+def _print_insights(report: DemoReport, insights: InsightsReport, options: DemoOptions, p: Any) -> None:
+    def hhmm(moment: datetime | None) -> str:
+        return f"{moment:%H:%M}Z" if moment is not None else "-"
+
+    def at(record: dict[str, Any] | None) -> str:
+        return record["eventTime"][11:16] + "Z" if record is not None else "(open)"
+
+    overrides = ", ".join(f"{k} {v}" for k, v in DEMO_SENSITIVITY_OVERRIDES.items())
+    p()
+    p("Insights (docs/insights.md)")
+    p(
+        f"  function     {insights.runs} runs every {INSIGHTS_EVERY_MINUTES} simulated minutes after the batcher "
+        f"({hhmm(insights.first_run)} to {hhmm(insights.last_run)}, {insights.elapsed_seconds:.1f} s): "
+        f"{insights.starts} started, {insights.ends} ended, {insights.event_bridge_sent} EventBridge events"
+    )
+    p(f"  sensitivity  medium (production rules, cold start included) with demo overrides: {overrides}")
+    for error in insights.errors[:5]:
+        p(f"  ERROR        {error[:200]}")
+    if insights.anomalies:
+        p("  injected     (workload.inject_anomalies)")
+        for anomaly in insights.anomalies:
+            found = insights.detected(anomaly)
+            if found is None:
+                outcome = "NOT DETECTED"
+            else:
+                start, end = found
+                outcome = f"detected: Start {at(start)}, End {at(end)}"
+            p(
+                f"    {hhmm(anomaly.start)}-{hhmm(anomaly.end)} {anomaly.insight_type:<23} "
+                f"{anomaly.event_name:<16} {outcome}"
+            )
+            p(f"      {anomaly.description}")
+    elif options.anomalies:
+        p(f"  injected     none (the anomalies need a workload of {ANOMALY_MIN_MINUTES // 60} hours or more)")
+    pairs = insights.pairs()
+    p(f"  insights     {len(pairs)} (Start -> End, region, insightType, API, explanation):")
+    injected = {id(found[0]) for anomaly in insights.anomalies if (found := insights.detected(anomaly))}
+    for start, end in pairs:
+        details = start["insightDetails"]
+        mark = "  [injected]" if id(start) in injected else ""
+        code = f" {details['errorCode']}" if details.get("errorCode") else ""
+        p(
+            f"    {at(start)} -> {at(end)}  {start['awsRegion']:<10} {details['insightType']:<23} "
+            f"{details['eventSource']} {details['eventName']}{code}{mark}"
+        )
+        explanation = (end or start)["insightDetails"]["insightContext"].get("explanation", "")
+        p(f"      {explanation}")
+    records = sum(item.records for item in insights.files)
+    p(
+        f"  delivered    {len(insights.files)} CloudTrail-Insight files ({records} records) in s3://{report.bucket}/; "
+        "LookupEvents EventCategory=insight: "
+        + ", ".join(f"{count} events in {region}" for region, count in insights.looked_up.items())
+    )
+    if not options.quiet:
+        for item in insights.files:
+            p(f"    {item.records:>3} {item.key}")
 
 
 _PATH_NAMES = {

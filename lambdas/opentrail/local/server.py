@@ -64,6 +64,11 @@ DEFAULT_ACCOUNT_ID = ACCOUNT_ID
 DEFAULT_REGION = REGION
 FLUSH_PATH = "/_opentrail/flush"
 DIGEST_PATH = "/_opentrail/digest"
+INSIGHTS_PATH = "/_opentrail/insights"
+# Insights (docs/insights.md, "Live"): a minute is analysed this long after it ends. The deployed
+# default (10) covers capture + buffer + the batcher's schedule; here the batcher runs every few
+# seconds, so 2 minutes are enough.
+DEFAULT_INSIGHTS_SETTLE_MINUTES = 2
 # Windows are digested this long after they end. The deployed digester waits for the batcher's
 # longest run; here the batcher and the digester share one lock, so no batch can be in flight
 # when the digester reads the ledger, and the settings' minimum (60 s) is enough.
@@ -95,6 +100,11 @@ class LocalOptions:
     quiet: bool = False  # no access log lines
     digest: bool = True  # run the digester after batcher runs once a window has ended
     digest_delay_seconds: int = DEFAULT_DIGEST_DELAY_SECONDS
+    trails: str | None = None  # the TRAILS setting (JSON list of trails, docs/trails.md); None: the default trail
+    insights: bool = True  # run the Insights function after each batcher run (docs/insights.md)
+    insights_sensitivity: str = "medium"  # low | medium | high (the deployed default: medium)
+    insights_overrides: str = "{}"  # single knobs, a JSON object, e.g. {"unusual_warmup_minutes": 15}
+    insights_settle_minutes: int = DEFAULT_INSIGHTS_SETTLE_MINUTES
 
 
 def is_loopback(host: str) -> bool:
@@ -258,6 +268,8 @@ class LocalRuntime:
         self.last_summary: dict[str, Any] | None = None
         self.digester_runs = 0
         self.last_digest: dict[str, Any] | None = None
+        self.insights_runs = 0
+        self.last_insights: dict[str, Any] | None = None
         self._digested_until: datetime | None = None  # the due-window boundary at the last digester run
         self._closed_until: datetime | None = None  # windows closed ahead of the clock (closeHour/until)
 
@@ -373,22 +385,36 @@ class LocalRuntime:
         )
         self.log_store = LogStore(resources.log_bucket, resources.kms_key_arn, client=self.s3)
         self.ledger = Ledger(resources.ledger_table, client=self.dynamodb)
+        from opentrail.adapters.trail_state import TrailStateStore
+
+        self.trail_state = TrailStateStore(resources.ledger_table, client=self.dynamodb)
         self.ingest_settings = resources.ingest_settings().model_copy(update={"log_level": "WARNING"})
         # no long poll: a flush should not wait for messages that are not coming
-        self.batcher_settings = resources.batcher_settings(log_level="WARNING", receive_wait_seconds=0)
+        trails = {"trails": options.trails} if options.trails else {}
+        self.batcher_settings = resources.batcher_settings(log_level="WARNING", receive_wait_seconds=0, **trails)
         from opentrail.handlers.batcher import history_for
 
         self.history = history_for(self.batcher_settings, client=self.dynamodb)
+        self.events = client("events")
+        self.insights_settings = resources.insights_settings(
+            log_level="WARNING",
+            sensitivity=options.insights_sensitivity,
+            sensitivity_overrides=options.insights_overrides,
+            settle_minutes=options.insights_settle_minutes,
+        )
         self._build_digester(client("kms"))
         self._query = self._query_handler()
 
     def _build_digester(self, kms: Any) -> None:
         from opentrail.adapters.digests import ChainHeads, DigestStore, LedgerReader, PublicKeyRegistry
         from opentrail.adapters.signer import KmsSigner
+        from opentrail.adapters.trail_state import TrailStateStore
 
         resources = self._resources
         self.digester_settings = resources.digester_settings(
-            log_level="WARNING", digest_delay_seconds=self.options.digest_delay_seconds
+            log_level="WARNING",
+            digest_delay_seconds=self.options.digest_delay_seconds,
+            **({"trails": self.options.trails} if self.options.trails else {}),
         )
         table = resources.ledger_table
         self._digester_adapters: dict[str, Any] = {
@@ -397,6 +423,7 @@ class LocalRuntime:
             "heads": ChainHeads(table, client=self.dynamodb),
             "ledger": LedgerReader(table, client=self.dynamodb),
             "registry": PublicKeyRegistry(table, client=self.dynamodb),
+            "trail_state": TrailStateStore(table, client=self.dynamodb),
         }
 
     def _query_handler(self) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -407,7 +434,13 @@ class LocalRuntime:
         from opentrail.handlers import query
 
         resources = self._resources
-        settings = resources.query_settings(log_level="WARNING")
+        # The trail operations (DescribeTrails, ...; docs/trails.md) report the batcher's trails.
+        settings = resources.query_settings(
+            log_level="WARNING",
+            trails=self.batcher_settings.trails,
+            log_bucket=resources.log_bucket,
+            log_kms_key_arn=resources.kms_key_arn,
+        )
         history = EventHistory(settings.history_table, client=self.dynamodb)
         keys: list[bytes] = []
 
@@ -420,7 +453,7 @@ class LocalRuntime:
                 function_name="opentrail-query", account_id=resources.account_id, region=resources.region
             )
             result: dict[str, Any] = query.handler(
-                event, context, history=history, settings=settings, token_key=keys[0]
+                event, context, history=history, settings=settings, token_key=keys[0], dynamodb=self.dynamodb
             )
             return result
 
@@ -506,7 +539,13 @@ class LocalRuntime:
                     digested = bool(self._run_digester("scheduled")["written"])
                 except Exception as error:  # the next due run retries (the chain head says where it stopped)
                     self._print(f"digester: run failed: {type(error).__name__}: {error}")
-            if delivered or digested:
+            analysed = False
+            if self.options.insights:
+                try:
+                    analysed = bool(self._run_insights("scheduled")["files"])
+                except Exception as error:  # the next run retries (the state says where it stopped)
+                    self._print(f"insights: run failed: {type(error).__name__}: {error}")
+            if delivered or digested or analysed:
                 self._after_delivery()
 
     def _digest_due(self, delivered: bool) -> bool:
@@ -586,6 +625,32 @@ class LocalRuntime:
             self._print(f"digester ({action}): {describe_digest(summary)}")
         return summary
 
+    def insights(self) -> dict[str, Any]:
+        """Flush (deliver what is buffered), then run the Insights function; returns both summaries.
+
+        Minutes are analysed once `insights_settle_minutes` have passed after their end, as the
+        deployed function does (`until` in its summary)."""
+        with self._batch_lock:
+            flushed = self.flush(save=False)
+            summary = self._run_insights("analyse")
+        if self.options.state_dir is not None and (flushed["files"] or summary["files"]):
+            self.save()
+        return {"flush": flushed, "insights": summary}
+
+    def _run_insights(self, action: str) -> dict[str, Any]:
+        from opentrail.handlers.insights import analyse
+
+        with self._batch_lock:
+            summary = analyse(
+                self.insights_settings, dynamodb_client=self.dynamodb, s3_client=self.s3, events_client=self.events
+            )
+            _clear_metrics()
+            self.insights_runs += 1
+            self.last_insights = summary
+        if summary["starts"] or summary["ends"] or summary["errors"]:
+            self._print(f"insights ({action}): {describe_insights(summary)}")
+        return summary
+
     def _after_delivery(self) -> None:
         if self.options.state_dir is not None:
             try:
@@ -613,6 +678,7 @@ class LocalRuntime:
                 ledger=self.ledger,
                 history=self.history,
                 settings=self.batcher_settings,
+                trail_state=self.trail_state,
             )
             _clear_metrics()
             self.batcher_runs += 1
@@ -658,6 +724,8 @@ class LocalRuntime:
             return _json_response(200, self.flush())
         if path == DIGEST_PATH and method == "POST":
             return self._digest_request(body)
+        if path == INSIGHTS_PATH and method == "POST":
+            return _json_response(200, self.insights())
         if path == STATUS_PATH and method == "GET":
             return _json_response(200, self.status())
         account = self._resources.account_id
@@ -728,6 +796,11 @@ class LocalRuntime:
             "digester": self.options.digest,
             "digestDelaySeconds": self.options.digest_delay_seconds,
             "digesterRuns": self.digester_runs,
+            "insights": self.options.insights,
+            "insightsSensitivity": self.options.insights_sensitivity,
+            "insightsOverrides": json.loads(self.options.insights_overrides),
+            "insightsRuns": self.insights_runs,
+            "insightsTable": resources.insights_table,
             "stateDir": str(self.options.state_dir) if self.options.state_dir else None,
         }
 
@@ -765,6 +838,13 @@ class LocalRuntime:
                 f"opentrail flush --digest [--close-hour] --endpoint-url {api}"
                 if self.options.digest
                 else "  digester         off (--no-digest)"
+            ),
+            (
+                f"  insights         after each batcher run, sensitivity {self.options.insights_sensitivity}"
+                + (f" {self.options.insights_overrides}" if json.loads(self.options.insights_overrides) else "")
+                + f"; now: opentrail flush --insights --endpoint-url {api}"
+                if self.options.insights
+                else "  insights         off (--no-insights)"
             ),
             f"  trail ARN        {self.trail_arn}",
             f"  state            {state}",
@@ -811,6 +891,18 @@ def _floor_hour(moment: datetime) -> datetime:
 def _window_boundary(now: datetime, delay_seconds: int) -> datetime:
     """End of the newest window the digester may digest at `now` (domain.chain.last_window_end)."""
     return _floor_hour(now - timedelta(seconds=delay_seconds))
+
+
+def describe_insights(summary: dict[str, Any]) -> str:
+    """One line for an Insights run's summary (docs/insights.md, "Live")."""
+    text = (
+        f"analysed to {summary.get('until') or '-'}: {summary.get('starts', 0)} started, "
+        f"{summary.get('ends', 0)} ended, {len(summary.get('files') or [])} file(s), "
+        f"{summary.get('eventBridgeSent', 0)} EventBridge event(s)"
+    )
+    if summary.get("errors"):
+        text += f", {len(summary['errors'])} error(s): {summary['errors'][0]}"
+    return text
 
 
 def describe_summary(summary: dict[str, Any]) -> str:
@@ -985,6 +1077,36 @@ def request_digest(
     return document
 
 
+def request_insights(endpoint: str, *, timeout: float = 300.0) -> dict[str, Any]:
+    """`opentrail flush --insights`: flush a running `opentrail local`, then run its Insights function."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(f"{endpoint.rstrip('/')}{INSIGHTS_PATH}", method="POST", data=b"")
+    with opener.open(request, timeout=timeout) as reply:
+        document: dict[str, Any] = json.loads(reply.read())
+    return document
+
+
+def _insights_overrides(text: str) -> str:
+    """--insights-overrides: a JSON object of Sensitivity knobs (docs/insights.md), validated."""
+    from opentrail.domain.insights import Sensitivity
+
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("must be a JSON object")
+        Sensitivity().with_overrides(data)
+    except (ValueError, TypeError) as error:
+        raise argparse.ArgumentTypeError(f"{error}") from error
+    return json.dumps(data, separators=(",", ":"))
+
+
+def _settle_minutes(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 120:
+        raise argparse.ArgumentTypeError(f"must be 1-120 (InsightsSettings), got {value}")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -1051,6 +1173,38 @@ def add_local_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     local.add_argument(
         "--no-digest", dest="digest", action="store_false", help="do not run the digester (no signed digests)"
     )
+    local.add_argument(
+        "--trails",
+        type=Path,
+        metavar="FILE",
+        help="a JSON list of up to 5 trails in CloudTrail's shape (docs/trails.md); default: one trail 'opentrail'",
+    )
+    local.add_argument(
+        "--no-insights",
+        dest="insights",
+        action="store_false",
+        help="do not run the Insights function after batcher runs (docs/insights.md)",
+    )
+    local.add_argument(
+        "--insights-sensitivity",
+        choices=("low", "medium", "high"),
+        default="medium",
+        help="the Insights detectors' preset (default medium, as deployed)",
+    )
+    local.add_argument(
+        "--insights-overrides",
+        type=_insights_overrides,
+        default="{}",
+        metavar="JSON",
+        help='single Insights knobs, e.g. \'{"unusual_warmup_minutes": 15}\' (docs/insights.md, "Sensitivity")',
+    )
+    local.add_argument(
+        "--insights-settle-minutes",
+        type=_settle_minutes,
+        default=DEFAULT_INSIGHTS_SETTLE_MINUTES,
+        metavar="MINUTES",
+        help=f"analyse a minute this long after it ends (default {DEFAULT_INSIGHTS_SETTLE_MINUTES}; deployed: 10)",
+    )
     local.set_defaults(func=_run_local)
 
 
@@ -1066,8 +1220,22 @@ def _run_local(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         digest=args.digest,
         digest_delay_seconds=args.digest_delay,
+        trails=_trails_file(args.trails),
+        insights=args.insights,
+        insights_sensitivity=args.insights_sensitivity,
+        insights_overrides=args.insights_overrides,
+        insights_settle_minutes=args.insights_settle_minutes,
     )
     return run_local(options)
+
+
+def _trails_file(path: Path | None) -> str | None:
+    """The --trails file's text, validated (a TrailError names the trail and the field)."""
+    if path is None:
+        return None
+    from opentrail.domain.trail import trails_from_json, trails_to_json
+
+    return trails_to_json(trails_from_json(path.read_text(encoding="utf-8")))
 
 
 def add_flush_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -1083,6 +1251,9 @@ def add_flush_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     flush.add_argument("--endpoint-url", default="http://127.0.0.1:4599", help="its API endpoint")
     flush.add_argument("--json", action="store_true", help="print the summary as JSON")
     flush.add_argument("--digest", action="store_true", help="then run the digester")
+    flush.add_argument(
+        "--insights", action="store_true", help="then run the Insights function (after the digester, with --digest)"
+    )
     flush.add_argument(
         "--close-hour",
         action="store_true",
@@ -1106,8 +1277,12 @@ def _run_flush(args: argparse.Namespace) -> int:
         if args.digest:
             result = request_digest(args.endpoint_url, close_hour=args.close_hour, until=args.until)
             summary, digest = result["flush"], result["digest"]
+            insights = request_insights(args.endpoint_url)["insights"] if args.insights else None
+        elif args.insights:
+            both = request_insights(args.endpoint_url)
+            summary, digest, result, insights = both["flush"], None, {}, both["insights"]
         else:
-            summary, digest, result = request_flush(args.endpoint_url), None, {}
+            summary, digest, result, insights = request_flush(args.endpoint_url), None, {}, None
     except HTTPError as error:
         detail = error.read().decode("utf-8", "replace")
         print(f"opentrail flush: {args.endpoint_url}: HTTP {error.code}: {detail}", file=sys.stderr)
@@ -1116,7 +1291,10 @@ def _run_flush(args: argparse.Namespace) -> int:
         print(f"opentrail flush: {args.endpoint_url}: {error}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(result if args.digest else summary, indent=2))
+        document = result if args.digest else summary
+        if insights is not None:
+            document = {**(result if args.digest else {"flush": summary}), "insights": insights}
+        print(json.dumps(document, indent=2))
     else:
         print(f"flushed: {describe_summary(summary)}")
         for item in summary.get("files") or []:
@@ -1126,5 +1304,10 @@ def _run_flush(args: argparse.Namespace) -> int:
             print(f"digested{until}: {describe_digest(digest)}")
             for key in digest.get("written") or []:
                 print(f"  {key}")
+        if insights is not None:
+            print(f"insights: {describe_insights(insights)}")
+            for item in insights.get("files") or []:
+                print(f"  {item.get('key')}")
     failed = bool(summary.get("failedBatches")) or bool(digest and digest.get("conflicts"))
+    failed = failed or bool(insights and insights.get("errors"))
     return 1 if failed else 0

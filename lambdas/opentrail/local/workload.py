@@ -706,6 +706,7 @@ class Workload:
     seed: int
     account_id: str
     events: tuple[WorkloadEvent, ...]
+    anomalies: tuple[Anomaly, ...] = ()  # the injected, labelled anomalies (`generate(anomalies=True)`)
 
     def by_path(self, path: Path) -> list[WorkloadEvent]:
         return [event for event in self.events if event.path == path]
@@ -832,8 +833,13 @@ def generate(
     *,
     start: datetime = DEFAULT_START,
     account_id: str = DEFAULT_ACCOUNT_ID,
+    anomalies: bool = False,
 ) -> Workload:
-    """`events` API calls spread over `hours` from `start`, sorted by time."""
+    """`events` API calls spread over `hours` from `start`, sorted by time.
+
+    `anomalies`: also a regular job and, in the last part, the labelled anomalies of
+    `inject_anomalies` (their events come on top of `events`; the background is unchanged).
+    """
     if events < 0:
         raise ValueError("events must be >= 0")
     if hours <= 0:
@@ -901,7 +907,11 @@ def generate(
             record["responseElements"] = None
         path = _path_for(principal, operation, region, g.rng)
         out.append(WorkloadEvent(at=moment, path=path, region=region, uid=uid, record=record))
-    return Workload(start=start, end=end, seed=seed, account_id=account_id, events=tuple(out))
+    labels: tuple[Anomaly, ...] = ()
+    if anomalies:
+        injected, labels = inject_anomalies(start, end, seed, account_id)
+        out = sorted([*out, *injected], key=lambda event: event.at)
+    return Workload(start=start, end=end, seed=seed, account_id=account_id, events=tuple(out), anomalies=labels)
 
 
 def _kebab(name: str) -> str:
@@ -913,3 +923,270 @@ def _host(source: str, region: str) -> str:
     if source in GLOBAL_SOURCES:
         return f"{service}.amazonaws.com"
     return f"{service}.{region}.amazonaws.com"
+
+
+# --------------------------------------------------------------------------------------------
+# Injected anomalies (the demo's Insights section, docs/demo.md)
+
+ANOMALY_MIN_MINUTES: Final = 180  # the anomalies sit in the last 80 minutes, after an hour or more of baseline
+JOB_EVERY_MINUTES: Final = 5
+INTRUDER_IP: Final = "198.18.0.61"
+INTRUDER_AGENT: Final = "aws-cli/1.18.136 Python/3.8.5 Darwin/19.6.0 botocore/1.17.59"
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    """One injected anomaly and the Insights event it should produce."""
+
+    insight_type: str  # ApiCallRateInsight | ApiErrorRateInsight | UnusualActivityInsight | MissingActivityInsight
+    event_source: str
+    event_name: str
+    start: datetime  # first anomalous minute (missing activity: the first missed run)
+    end: datetime  # end of the last anomalous minute (missing activity: when the job resumes)
+    region: str
+    description: str
+    principal: str = ""  # the principal it is about (unusual writer, missing job)
+    error_code: str = ""  # ApiErrorRateInsight
+
+
+def _s3_get_bucket_acl(g: _Gen, p: Principal, region: str) -> Call:
+    bucket = g.pick(_BUCKETS)
+    return Call(
+        {"bucketName": bucket, "Host": f"{bucket}.s3.{region}.amazonaws.com", "acl": ""},
+        None,
+        g.bucket_resources(bucket),
+        g.s3_additional(0, 564),
+    )
+
+
+def _s3_get_object(g: _Gen, p: Principal, region: str) -> Call:
+    bucket = g.pick(("orders-reports", "team-shared-data"))
+    key = f"{g.pick(('exports', 'customers', 'finance'))}/{g.hex(8)}.csv"
+    resources = [
+        {"type": "AWS::S3::Object", "ARN": f"arn:aws:s3:::{bucket}/{key}"},
+        {"accountId": g.account, "type": "AWS::S3::Bucket", "ARN": f"arn:aws:s3:::{bucket}"},
+    ]
+    request = {"bucketName": bucket, "Host": f"{bucket}.s3.{region}.amazonaws.com", "key": key}
+    return Call(request, None, resources, g.s3_additional(0, g.rng.randint(20_000, 4_000_000)))
+
+
+_OP = {(op.source, op.name): op for op in OPERATIONS}
+_GET_BUCKET_ACL: Final = Operation("s3.amazonaws.com", "GetBucketAcl", True, 0, frozenset(), _s3_get_bucket_acl)
+_GET_OBJECT: Final = Operation("s3.amazonaws.com", "GetObject", True, 0, frozenset(), _s3_get_object, "Data")
+
+
+def _role_session(account: str, role: str, session: str, key: str, start: datetime) -> Record:
+    return {
+        "type": "AssumedRole",
+        "principalId": f"AROAEXAMPLE{role.upper().replace('-', '')[:9]}:{session}",
+        "arn": f"arn:aws:sts::{account}:assumed-role/{role}/{session}",
+        "accountId": account,
+        "accessKeyId": key,
+        "sessionContext": {
+            "sessionIssuer": {
+                "type": "Role",
+                "principalId": f"AROAEXAMPLE{role.upper().replace('-', '')[:9]}",
+                "arn": f"arn:aws:iam::{account}:role/{role}",
+                "accountId": account,
+                "userName": role,
+            },
+            "webIdFederationData": {},
+            "attributes": {"creationDate": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "mfaAuthenticated": "false"},
+        },
+    }
+
+
+def inject_anomalies(
+    start: datetime, end: datetime, seed: int, account: str
+) -> tuple[list[WorkloadEvent], tuple[Anomaly, ...]]:
+    """A regular job from the start, and one anomaly of each Insights kind in the last 80 minutes
+    (times for a 3-hour workload from 08:00; relative to the end for longer ones):
+
+    * the ``inventory-sync`` job calls DescribeTable every 5 minutes, stops 65 minutes before
+      the end and resumes 25 minutes before it (MissingActivityInsight);
+    * 80-74 minutes before the end a card-testing bot floods the checkout: the orders API
+      records 25 CreateOrder a minute for 6 minutes, about 25 times its usual rate
+      (ApiCallRateInsight);
+    * 50-44 minutes before the end bob's key sweeps bucket policies it may not read: 15
+      GetBucketPolicy a minute failing with AccessDenied for 6 minutes (ApiErrorRateInsight);
+    * 35-28 minutes before the end the OTRF cloud-bank-breach pattern: an EC2 instance role's
+      session used from an outside IP with a laptop's AWS CLI lists the buckets, reads their
+      ACLs (GetBucketAcl: an API never called before), downloads objects (data events) and
+      changes a bucket policy (a write by a principal that never wrote: UnusualActivityInsight
+      twice, for the API and for the principal).
+    """
+    minutes = int((end - start).total_seconds() // 60)
+    if minutes < ANOMALY_MIN_MINUTES:
+        raise ValueError(f"anomalies need a workload of at least {ANOMALY_MIN_MINUTES} minutes, got {minutes}")
+    g = _Gen(seed * 1000 + 17, account)
+    g.rng = random.Random(f"anomalies:{seed}")
+    region = HOME_REGION
+    principals = {p.name: p for p in _principals(account, start)}
+    job = Principal(
+        name="inventory-sync",
+        identity=_role_session(account, "inventory-sync-role", "inventory-sync", "ASIAEXAMPLEJOBSESS05", start),
+        user_agents=(
+            "Boto3/1.34.69 md/Botocore#1.34.69 ua/2.0 os/linux#5.10.219 md/arch#x86_64 lang/python#3.12.3 "
+            "exec-env/AWS_Lambda_python3.12 cfg/retry-mode#standard",
+        ),
+        source_ips=("54.240.197.240",),
+        weight=0,
+    )
+    intruder = Principal(
+        name="intruder",
+        identity=_role_session(
+            account, "orders-web-instance-role", "i-0317f6c6b66ae9c40", "ASIAEXAMPLEINSTANCE6", start
+        ),
+        user_agents=(INTRUDER_AGENT,),
+        source_ips=(INTRUDER_IP,),
+        weight=0,
+    )
+    events: list[WorkloadEvent] = []
+
+    def at(minute: float, second: int) -> datetime:
+        return start + timedelta(minutes=minute, seconds=second)
+
+    def add(moment: datetime, principal: Principal, operation: Operation, error: tuple[str, str] | None = None) -> None:
+        g.now = moment
+        events.append(_injected_event(g, principal, operation, region, moment, account, error))
+
+    describe_table = _OP[("dynamodb.amazonaws.com", "DescribeTable")]
+    stop, resume = minutes - 65, minutes - 25
+    for minute in range(2, minutes, JOB_EVERY_MINUTES):
+        if not stop <= minute < resume:
+            add(at(minute, 5 + g.rng.randrange(20)), job, describe_table)
+    first_missed = next(m for m in range(2, minutes, JOB_EVERY_MINUTES) if m >= stop)
+    first_back = next(m for m in range(2, minutes, JOB_EVERY_MINUTES) if m >= resume)
+
+    create_order = _OP[(ORDERS_SOURCE, "CreateOrder")]
+    burst = minutes - 80
+    for minute in range(burst, burst + 6):
+        for second in sorted(g.rng.randrange(60) for _ in range(25)):
+            add(at(minute, second), principals["orders-api"], create_order)
+
+    get_bucket_policy = _OP[("s3.amazonaws.com", "GetBucketPolicy")]
+    bob = principals["bob"]
+    errors = minutes - 50
+    for minute in range(errors, errors + 6):
+        for second in sorted(g.rng.randrange(60) for _ in range(15)):
+            action = "s3:GetBucketPolicy"
+            denied = (
+                "AccessDenied",
+                f"User: {bob.identity['arn']} is not authorized to perform: {action} because no resource-based "
+                f"policy allows the {action} action",
+            )
+            add(at(minute, second), bob, get_bucket_policy, denied)
+
+    list_buckets, put_bucket_policy = (
+        _OP[("s3.amazonaws.com", "ListBuckets")],
+        _OP[("s3.amazonaws.com", "PutBucketPolicy")],
+    )
+    breach = minutes - 35
+    steps: list[tuple[int, int, Operation]] = [(0, 12, list_buckets), (0, 40, list_buckets)]
+    steps += [(1, 3 + 11 * i, _GET_BUCKET_ACL) for i in range(4)]
+    steps += [(2 + i // 8, (i % 8) * 7 + 2, _GET_OBJECT) for i in range(40)]
+    steps += [(7, 20, put_bucket_policy)]
+    for minute, second, operation in steps:
+        add(at(breach + minute, second), intruder, operation)
+
+    arn = intruder.identity["arn"]
+    labels = (
+        Anomaly(
+            "ApiCallRateInsight",
+            ORDERS_SOURCE,
+            "CreateOrder",
+            at(burst, 0),
+            at(burst + 6, 0),
+            region,
+            "a card-testing bot floods the checkout: 25 CreateOrder a minute for 6 minutes (usually about 1)",
+            principal=principals["orders-api"].identity["arn"],
+        ),
+        Anomaly(
+            "ApiErrorRateInsight",
+            "s3.amazonaws.com",
+            "GetBucketPolicy",
+            at(errors, 0),
+            at(errors + 6, 0),
+            region,
+            "bob's key sweeps bucket policies: 15 GetBucketPolicy a minute denied for 6 minutes",
+            principal=bob.identity["arn"],
+            error_code="AccessDenied",
+        ),
+        Anomaly(
+            "UnusualActivityInsight",
+            "s3.amazonaws.com",
+            "GetBucketAcl",
+            at(breach + 1, 0),
+            at(breach + 2, 0),
+            region,
+            "stolen instance-role credentials from outside: GetBucketAcl, never called before",
+            principal=arn,
+        ),
+        Anomaly(
+            "UnusualActivityInsight",
+            "s3.amazonaws.com",
+            "PutBucketPolicy",
+            at(breach + 7, 0),
+            at(breach + 8, 0),
+            region,
+            "stolen instance-role credentials from outside: a write (PutBucketPolicy) by a principal that never wrote",
+            principal=arn,
+        ),
+        Anomaly(
+            "MissingActivityInsight",
+            "dynamodb.amazonaws.com",
+            "DescribeTable",
+            at(first_missed, 0),
+            at(first_back, 0),
+            region,
+            "the inventory-sync job (DescribeTable every 5 minutes) stops for 40 minutes",
+            principal=job.identity["arn"],
+        ),
+    )
+    return events, labels
+
+
+def _injected_event(
+    g: _Gen,
+    principal: Principal,
+    operation: Operation,
+    region: str,
+    moment: datetime,
+    account: str,
+    error: tuple[str, str] | None,
+) -> WorkloadEvent:
+    call = operation.build(g, principal, region)
+    agent = principal.user_agents[0] if _is_aws(operation) else _APP_AGENTS[principal.name]
+    if "{cmd}" in agent:
+        agent = agent.replace("{cmd}", operation.source.split(".")[0] + "." + _kebab(operation.name))
+    uid = g.uuid()
+    record: Record = {
+        "userIdentity": copy.deepcopy(principal.identity),
+        "eventTime": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "eventSource": operation.source,
+        "eventName": operation.name,
+        "awsRegion": region,
+        "sourceIPAddress": principal.source_ips[0],
+        "userAgent": agent,
+        "requestParameters": call.request,
+        "responseElements": call.response,
+        "requestID": uid,
+        "readOnly": operation.read_only,
+        "eventType": "AwsApiCall",
+        "eventCategory": operation.category,
+        "recipientAccountId": account,
+        "tlsDetails": {
+            "tlsVersion": "TLSv1.3",
+            "cipherSuite": "TLS_AES_128_GCM_SHA256",
+            "clientProvidedHostHeader": _host(operation.source, region),
+        },
+    }
+    if call.additional is not None:
+        record["additionalEventData"] = call.additional
+    if call.resources:
+        record["resources"] = call.resources
+    if error is not None:
+        record["errorCode"], record["errorMessage"] = error
+        record["responseElements"] = None
+    path: Path = "eventbridge" if _is_aws(operation) else "ingest"
+    return WorkloadEvent(at=moment, path=path, region=region, uid=uid, record=record)
