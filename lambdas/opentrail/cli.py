@@ -107,6 +107,9 @@ def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--export", type=Path, metavar="DIR", help="copy the log bucket to DIR (key layout + .metadata.json)"
     )
     demo.add_argument("--quiet", action="store_true", help="print only the summary")
+    demo.add_argument("--no-integrity", action="store_true", help="skip digests, validation and the tamper demo")
+    demo.add_argument("--no-insights", action="store_true", help="do not run the Insights function")
+    demo.add_argument("--no-anomalies", action="store_true", help="do not inject the labelled anomalies")
     demo.set_defaults(func=_run_demo)
 
 
@@ -121,6 +124,9 @@ def _run_demo(args: argparse.Namespace) -> int:
             export=args.export,
             quiet=args.quiet,
             batch_every_minutes=args.batch_every,
+            integrity=not args.no_integrity,
+            insights=not args.no_insights,
+            anomalies=not args.no_anomalies,
         )
     )
     return 0 if report.ok else 1

@@ -446,3 +446,12 @@ def test_demo_without_anomalies_injects_none_and_a_short_demo_says_so(
     report, _, output = demo  # the 1-hour demo: too short for the anomalies
     assert report.workload.anomalies == ()
     assert "injected     none" in output
+
+
+def test_demo_switches_turn_integrity_and_insights_off(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--events", "50", "--hours", "1", "--quiet", "--no-integrity", "--no-insights"]) == 0
+
+    output = capsys.readouterr().out
+    assert "every event delivered exactly once" in output
+    assert "Integrity (signed hourly digests" not in output
+    assert "Insights (docs/insights.md)" not in output
