@@ -4,21 +4,24 @@ from __future__ import annotations
 
 from typing import Final
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack, Token
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from infra.buffer import Buffer
 from infra.config import OpenTrailConfig
-from infra.function import BATCHER_HANDLER, create_function
+from infra.function import BATCHER_HANDLER, create_function, retention
 from infra.insights import InsightsStore
 from infra.log_archive import LogArchive
 from infra.nag import acknowledge, acknowledge_kms_grants
-from infra.trails import bucket_arn_token, key_patterns, region_trails
-from opentrail.domain.trail import trails_to_json
+from infra.trails import bucket_arn_token, home_region_setting, key_patterns, region_trails, stack_region
+from opentrail.domain.trail import Trail, trails_to_json
 from opentrail.settings import BatcherSettings
 
 LEDGER_TTL_ATTRIBUTE: Final = "expiresAt"
@@ -91,6 +94,7 @@ class Batcher(Construct):
                 history_retention_days=config.history_retention_days,
                 history_data_events=config.history_data_events,
                 insights_table=insights.table.table_name if insights is not None else "",
+                home_region=home_region_setting(self, config),
             ),
             description="OpenTrail batcher: drains the buffer into CloudTrail log files",
             timeout=Duration.seconds(config.batcher_timeout_seconds),
@@ -129,6 +133,10 @@ class Batcher(Construct):
             )
         )
 
+        self.trail_log_groups: dict[str, logs.LogGroup] = {}
+        self.trail_topics: dict[str, sns.Topic] = {}
+        self._deliveries(config, trails, archive)
+
         self.schedule = events.Rule(
             self,
             "Schedule",
@@ -143,5 +151,108 @@ class Batcher(Construct):
                 f"AwsSolutions-IAM5[Resource::{bucket_arn_token(archive.bucket)}/{pattern}]": "Log file keys are "
                 "generated per delivery; the grant covers only the trails' AWSLogs/ trees of the log bucket."
                 for pattern in log_files
+            },
+        )
+
+    def _deliveries(self, config: OpenTrailConfig, trails: tuple[Trail, ...], archive: LogArchive) -> None:
+        """The trails' deliveries (docs/trails.md, "Deliveries"): the home region's stack creates
+        the log groups and topics (KMS-encrypted with the project key); every region's batcher
+        may create streams in / put events into those groups, publish to those topics, and put
+        events on its own region's default bus when a trail enables EventBridge."""
+        stack = Stack.of(self)
+        home = config.is_home(stack_region(self))
+        home_region = config.home or stack.region
+        groups = sorted({t.deliveries.cloud_watch_logs for t in trails if t.deliveries.cloud_watch_logs})
+        topics = sorted({t.deliveries.sns_topic for t in trails if t.deliveries.sns_topic})
+        if home and groups and isinstance(archive.key, kms.Key):
+            # CloudWatch Logs encrypts a group with a customer key only when the key policy lets it.
+            archive.key.add_to_resource_policy(
+                iam.PolicyStatement(
+                    sid="TrailLogGroups",
+                    principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
+                    actions=["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+                    resources=["*"],
+                    conditions={
+                        "ArnLike": {
+                            "kms:EncryptionContext:aws:logs:arn": stack.format_arn(
+                                service="logs",
+                                resource="log-group",
+                                resource_name="*",
+                                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                            )
+                        }
+                    },
+                )
+            )
+        group_arns: list[str] = []
+        for index, name in enumerate(groups):
+            if home:
+                group = logs.LogGroup(
+                    self,
+                    f"TrailLogGroup{index}",
+                    log_group_name=name,
+                    encryption_key=archive.key,
+                    retention=retention(config.log_retention_days),
+                    removal_policy=RemovalPolicy.RETAIN,  # audit records outlive the stack
+                )
+                self.trail_log_groups[name] = group
+            arn = stack.format_arn(
+                service="logs",
+                region=home_region,
+                resource="log-group",
+                resource_name=name,
+                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+            )
+            group_arns += [arn, f"{arn}:log-stream:*"]
+        if group_arns:
+            self.function.add_to_role_policy(
+                iam.PolicyStatement(
+                    sid="TrailCloudWatchLogs",
+                    actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                    resources=group_arns,
+                )
+            )
+            self._acknowledge_log_streams(groups, home_region)
+        topic_arns: list[str] = []
+        for index, name in enumerate(topics):
+            if home:
+                self.trail_topics[name] = sns.Topic(
+                    self,
+                    f"TrailTopic{index}",
+                    topic_name=name,
+                    master_key=archive.key,
+                    enforce_ssl=True,
+                )
+            topic_arns.append(stack.format_arn(service="sns", region=home_region, resource=name))
+        if topic_arns:
+            self.function.add_to_role_policy(
+                iam.PolicyStatement(sid="TrailNotifications", actions=["sns:Publish"], resources=topic_arns)
+            )
+        if any(t.deliveries.event_bridge for t in trails):
+            self.function.add_to_role_policy(
+                iam.PolicyStatement(
+                    sid="TrailEventBridge",
+                    actions=["events:PutEvents"],
+                    resources=[stack.format_arn(service="events", resource="event-bus", resource_name="default")],
+                )
+            )
+
+    def _acknowledge_log_streams(self, groups: list[str], home_region: str) -> None:
+        stack = Stack.of(self)
+
+        def shown(value: str, placeholder: str) -> str:  # how cdk-nag prints a pseudo parameter
+            return placeholder if Token.is_unresolved(value) else value
+
+        partition = shown(stack.partition, "<AWS::Partition>")
+        region = shown(home_region, "<AWS::Region>")
+        account = shown(stack.account, "<AWS::AccountId>")
+        acknowledge(
+            self.function.role or self.function,
+            {
+                f"AwsSolutions-IAM5[Resource::arn:{partition}:logs:{region}:{account}:log-group:{name}:log-stream:*]": (
+                    "The batcher creates streams <account>_CloudTrail_<region> per recorded account and region, "
+                    "in this trail's own log group only."
+                )
+                for name in groups
             },
         )

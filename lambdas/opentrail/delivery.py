@@ -18,7 +18,11 @@ Per batch (up to ``max_batch_messages`` messages):
    batch's partial per-minute aggregates (docs/insights.md), then the batch's "indexed" marker
    (docs/history.md); a DONE batch found without its marker (a run died between DONE and
    the marker) is indexed again from its log files in S3 before its messages are deleted;
-6. delete the batch's messages.
+6. delete the batch's messages;
+7. deliveries (docs/trails.md, "Deliveries"): CloudWatch Logs, SNS and EventBridge for the trails
+   that have them, best effort. What a batch owes is recorded (a "pending deliveries" item)
+   before its marker, so a failed or interrupted delivery is retried by a later run from the
+   log files in S3, at most ``max_delivery_attempts`` times; outcomes go to the trail status.
 """
 
 from __future__ import annotations
@@ -33,6 +37,13 @@ from typing import IO, Any, Final
 from aws_lambda_powertools import Logger
 
 from opentrail.adapters.buffer import Buffer, Message
+from opentrail.adapters.deliveries import (
+    Deliveries,
+    DeliveryError,
+    PendingDeliveries,
+    PendingDelivery,
+    PendingDeliveryError,
+)
 from opentrail.adapters.history import EventHistory, HistoryStoreError
 from opentrail.adapters.insights_store import InsightsStore, InsightsStoreError
 from opentrail.adapters.ledger import Claim, Ledger, LedgerError
@@ -50,6 +61,17 @@ from opentrail.domain.batch import (
 )
 from opentrail.domain.bundle import BundleError, unpack
 from opentrail.domain.clock import Clock
+from opentrail.domain.deliveries import (
+    CLOUD_WATCH_LOGS,
+    EVENT_BRIDGE,
+    NOTIFICATION,
+    event_entries,
+    log_events,
+    log_stream_name,
+    notification,
+    parse_destination,
+)
+from opentrail.domain.deliveries import destinations as owed_destinations
 from opentrail.domain.history import iter_log_records
 from opentrail.domain.insights import Aggregator
 from opentrail.domain.log_file import MAX_COMPRESSED_BYTES
@@ -89,6 +111,11 @@ class BatcherConfig:
     stale_claim_after: timedelta = STALE_CLAIM_AFTER
     lease_skew: timedelta = timedelta(seconds=30)
     max_claim_rounds: int = 5
+    # Deliveries (docs/trails.md, "Deliveries"): tries per destination and batch (the first
+    # included), the wait before retry n (base × 2^(n-1), at most an hour), batches retried per run.
+    max_delivery_attempts: int = 5
+    delivery_retry_seconds: int = 60
+    max_delivery_retries_per_run: int = 20
 
     @classmethod
     def from_settings(cls, settings: BatcherSettings, **overrides: Any) -> BatcherConfig:
@@ -127,6 +154,11 @@ class DrainSummary:
     files: list[dict[str, Any]] = field(default_factory=list)
     stopped_by: str = "drained"
     stopped_trails: list[str] = field(default_factory=list)  # trails skipped: logging stopped (StopLogging)
+    deliveries_sent: int = 0  # destinations (CloudWatch Logs / SNS per trail, EventBridge) served
+    deliveries_failed: int = 0  # destination attempts that failed (retried later)
+    deliveries_retried: int = 0  # pending batches this run retried
+    deliveries_abandoned: int = 0  # destinations given up after max_delivery_attempts
+    delivery_errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -150,6 +182,11 @@ class DrainSummary:
             "files": list(self.files),
             "stoppedBy": self.stopped_by,
             "stoppedTrails": list(self.stopped_trails),
+            "deliveriesSent": self.deliveries_sent,
+            "deliveriesFailed": self.deliveries_failed,
+            "deliveriesRetried": self.deliveries_retried,
+            "deliveriesAbandoned": self.deliveries_abandoned,
+            "deliveryErrors": list(self.delivery_errors),
         }
 
 
@@ -175,6 +212,8 @@ class Batcher:
         history: EventHistory | None = None,
         insights: InsightsStore | None = None,
         trail_state: TrailStateStore | None = None,
+        deliveries: Deliveries | None = None,
+        pending: PendingDeliveries | None = None,
     ):
         self.buffer = buffer
         self.log_store = log_store
@@ -184,6 +223,12 @@ class Batcher:
         self.config = config
         self.clock = clock
         self.trail_state = trail_state  # None: every trail is logging (no StartLogging/StopLogging state)
+        # Deliveries besides S3; both None (or any None): none sent (tests of the log files alone).
+        self.deliveries = deliveries if pending is not None else None
+        self.pending = pending if deliveries is not None else None
+        # Every configured trail by name, stopped ones included: a stopped trail's earlier
+        # batches still owe their deliveries.
+        self._trails = {trail.name: trail for trail in config.trails}
 
     # -- the drain loop -------------------------------------------------------------------
 
@@ -202,6 +247,7 @@ class Batcher:
                 trails = tuple(trail for trail in self.config.trails if trail.name not in stopped)
                 self.config = replace(self.config, trails=trails)
                 summary.stopped_trails = sorted(stopped)
+        self._retry_deliveries(summary, remaining_ms)
         carry: list[Message] = []
         first = True
         margin_ms = self.config.time_budget_margin_seconds * 1000
@@ -218,7 +264,14 @@ class Batcher:
                 break
             try:
                 carry = self._batch(messages, summary, remaining_ms)
-            except (LogStoreError, LedgerError, HistoryStoreError, InsightsStoreError, _Stop) as error:
+            except (
+                LogStoreError,
+                LedgerError,
+                HistoryStoreError,
+                InsightsStoreError,
+                PendingDeliveryError,
+                _Stop,
+            ) as error:
                 summary.failed_batches += 1
                 summary.errors.append(str(error))
                 summary.stopped_by = "error"
@@ -330,7 +383,8 @@ class Batcher:
             logger.warning("batch aborted by another run", extra={"batchId": intent.batch_id})
             batch.bundles.clear()
             return
-        self._index(intent, [item.log_file.body for item in planned], summary)
+        bodies = [item.log_file.body for item in planned]
+        self._index(intent, bodies, summary)
         self._delete(batch, list(intent.bundle_ids), summary)
         summary.batches += 1
         summary.files.extend(
@@ -341,6 +395,10 @@ class Batcher:
             "batch delivered",
             extra={"batchId": intent.batch_id, "attempt": intent.attempt, "files": len(intent.files)},
         )
+        owed = self._owed(intent)
+        if owed and self.pending is not None:
+            sort_key = PendingDeliveries.sort_key(intent.delivered_at, intent.batch_id)
+            self._send_owed(intent, PendingDelivery(sort_key, intent.batch_id, tuple(owed), 0, 0.0), bodies, summary)
 
     def _index(self, intent: Intent, bodies: list[Any] | None, summary: DrainSummary) -> None:
         """Write the event history items and the Insights aggregates of a DONE batch, then
@@ -352,6 +410,7 @@ class Batcher:
         the aggregates likewise (one item per (account, region, minute) and batch: a rebuild
         overwrites, never adds). Each record is parsed once for both.
         """
+        self._queue_deliveries(intent)
         if self.history is None and self.insights is None:
             return
         if bodies is None:
@@ -404,6 +463,147 @@ class Batcher:
             )
             self.buffer.dead_letter(message, reason)
             summary.dead_lettered += 1
+
+    # -- deliveries (docs/trails.md, "Deliveries") --------------------------------------------
+
+    def _owed(self, intent: Intent) -> list[str]:
+        """The destinations a DONE batch owes, from the trails' current configuration."""
+        if self.pending is None:
+            return []
+        return owed_destinations(self._trails.values(), (file.trail for file in intent.files))
+
+    def _queue_deliveries(self, intent: Intent) -> None:
+        """Record what a DONE batch owes before its marker: a run that dies before sending leaves
+        the item, and a later run retries it (not before the owner's lease ends)."""
+        owed = self._owed(intent)
+        if owed and self.pending is not None:
+            self.pending.queue(
+                intent.batch_id,
+                intent.delivered_at,
+                owed,
+                not_before=intent.lease_until,
+                expires_at=intent.expires_at,
+            )
+
+    def _retry_deliveries(self, summary: DrainSummary, remaining_ms: Callable[[], int]) -> None:
+        """Retry the pending deliveries of earlier runs (best effort: errors are logged)."""
+        if self.pending is None or not any(trail.deliveries.any for trail in self._trails.values()):
+            return
+        margin_ms = self.config.time_budget_margin_seconds * 1000
+        try:
+            due = self.pending.due(self.clock(), limit=self.config.max_delivery_retries_per_run)
+            for pending in due:
+                if remaining_ms() <= margin_ms:
+                    break
+                intent = self.ledger.get_intent(pending.batch_id)
+                if intent is None or intent.state != "DONE":
+                    self.pending.remove(pending.sk)  # the intent expired (or never finished): nothing to send
+                    continue
+                summary.deliveries_retried += 1
+                self._send_owed(intent, pending, None, summary)
+        except (PendingDeliveryError, LedgerError) as error:
+            summary.delivery_errors.append(str(error))
+            logger.warning("pending deliveries not retried", extra={"error": str(error)})
+
+    def _send_owed(
+        self, intent: Intent, pending: PendingDelivery, bodies: list[Any] | None, summary: DrainSummary
+    ) -> None:
+        """Send each destination `pending` lists; keep the failed ones for a later run."""
+        assert self.pending is not None
+        failed: list[str] = []
+        errors: list[str] = []
+        attempt = pending.attempts + 1
+        for destination in pending.destinations:
+            try:
+                self._send(destination, intent, bodies)
+            except (DeliveryError, LogStoreError) as error:
+                failed.append(destination)
+                errors.append(str(error))
+                summary.deliveries_failed += 1
+                summary.delivery_errors.append(str(error))
+                last = attempt >= self.config.max_delivery_attempts
+                if last:
+                    summary.deliveries_abandoned += 1
+                message = f"{error} (gave up after {attempt} attempts)" if last else str(error)
+                self._record(destination, message)
+                logger.warning(
+                    "delivery failed",
+                    extra={
+                        "batchId": intent.batch_id,
+                        "destination": destination,
+                        "attempt": attempt,
+                        "error": str(error),
+                    },
+                )
+            else:
+                summary.deliveries_sent += 1
+                self._record(destination, None)
+        try:
+            if not failed or attempt >= self.config.max_delivery_attempts:
+                self.pending.remove(pending.sk)
+            else:
+                wait = min(self.config.delivery_retry_seconds * 2 ** (attempt - 1), 3600)
+                self.pending.update(
+                    pending,
+                    failed,
+                    attempts=attempt,
+                    not_before=self.clock() + timedelta(seconds=wait),
+                    error="; ".join(errors),
+                )
+        except PendingDeliveryError as error:
+            # The item keeps its earlier state: a later run sends again (at least once).
+            summary.delivery_errors.append(str(error))
+            logger.warning("pending deliveries not updated", extra={"error": str(error)})
+
+    def _send(self, destination: str, intent: Intent, bodies: list[Any] | None) -> None:
+        assert self.deliveries is not None
+        kind, trail_name = parse_destination(destination)
+        trail = self._trails.get(trail_name or "")
+        if kind == EVENT_BRIDGE:
+            trails = {name for name, t in self._trails.items() if t.deliveries.event_bridge}
+            indexes = [i for i, file in enumerate(intent.files) if file.trail in trails]
+            selection = event_entries(self._lines(intent, bodies, indexes))
+            if selection.items:
+                self.deliveries.events.put(selection.items)
+            return
+        if trail is None:
+            return  # the trail is no longer configured: nothing to send
+        indexes = [i for i, file in enumerate(intent.files) if file.trail == trail.name]
+        if kind == CLOUD_WATCH_LOGS and trail.deliveries.cloud_watch_logs is not None:
+            streams: dict[str, list[int]] = {}
+            for i in indexes:
+                file = intent.files[i]
+                streams.setdefault(log_stream_name(file.account, file.region), []).append(i)
+            for stream, stream_indexes in sorted(streams.items()):
+                selection = log_events(self._lines(intent, bodies, stream_indexes), fallback=intent.delivered_at)
+                if selection.items:
+                    self.deliveries.logs.send(trail.deliveries.cloud_watch_logs, stream, selection.items)
+        elif kind == NOTIFICATION and trail.deliveries.sns_topic is not None and indexes:
+            keys = [intent.files[i].key for i in indexes]
+            message = notification(intent.files[indexes[0]].bucket, keys)
+            self.deliveries.sns.publish(self.deliveries.topic_arn(trail.deliveries.sns_topic), message)
+
+    def _lines(self, intent: Intent, bodies: list[Any] | None, indexes: list[int]) -> Iterator[bytes]:
+        """The record lines of the batch's files at `indexes` (spooled bodies, or read from S3)."""
+        for i in indexes:
+            body = bodies[i] if bodies is not None else self.log_store.get(intent.files[i].key)
+            yield from iter_log_records(_chunks(body))
+
+    def _record(self, destination: str, error: str | None) -> None:
+        """The outcome in the trail status (GetTrailStatus); best effort."""
+        if self.trail_state is None:
+            return
+        kind, trail_name = parse_destination(destination)
+        names = (
+            [name for name, t in self._trails.items() if t.deliveries.event_bridge]
+            if kind == EVENT_BRIDGE
+            else [trail_name or ""]
+        )
+        try:
+            for name in names:
+                self.trail_state.record(name, kind, self.clock(), error=error)
+        except TrailStateError as error_:
+            logger.warning("delivery status not recorded", extra={"error": str(error_)})
 
     # -- conflicts --------------------------------------------------------------------------
 

@@ -96,6 +96,11 @@ class BatcherSettings(Settings):
     # Insights (docs/insights.md, "Live"): the table receiving one partial per-minute
     # aggregate item per (account, region, minute) and batch; empty: no aggregates.
     insights_table: str = ""
+    # Deliveries (docs/trails.md, "Deliveries"): the trails' log groups and SNS topics live in
+    # the home region (empty: this function's region) of this account (empty: the account of
+    # the function's ARN); EventBridge events go to this region's default bus.
+    home_region: str = ""
+    account_id: str = ""
 
     @field_validator("trails")
     @classmethod

@@ -47,6 +47,8 @@ KINDS: Final = {
     "digest": ("latestDigestDeliveryTime", "latestDigestDeliveryError"),
     "cloudWatchLogs": ("latestCloudWatchLogsDeliveryTime", "latestCloudWatchLogsDeliveryError"),
     "notification": ("latestNotificationTime", "latestNotificationError"),
+    # OpenTrail's own (GetTrailStatus has no EventBridge member): kept in the item only.
+    "eventBridge": ("latestEventBridgeDeliveryTime", "latestEventBridgeDeliveryError"),
 }
 
 

@@ -7,12 +7,14 @@ budget (remaining time minus ``TIME_BUDGET_MARGIN_SECONDS``).
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
 from opentrail.adapters.buffer import Buffer
+from opentrail.adapters.deliveries import Deliveries, PendingDeliveries
 from opentrail.adapters.history import EventHistory
 from opentrail.adapters.insights_store import InsightsStore
 from opentrail.adapters.ledger import Ledger
@@ -66,6 +68,26 @@ def _trail_state(settings: BatcherSettings) -> TrailStateStore:
     return TrailStateStore(settings.ledger_table)
 
 
+@lru_cache(maxsize=4)
+def _deliveries(settings: BatcherSettings, account: str) -> tuple[Deliveries, PendingDeliveries] | None:
+    """The senders and the pending-deliveries store, when some trail has deliveries."""
+    if not any(trail.deliveries.any for trail in settings.trail_list):
+        return None
+    region = os.environ.get("AWS_REGION", "")
+    return (
+        Deliveries.create(account=account, home_region=settings.home_region or region, region=region),
+        PendingDeliveries(settings.ledger_table),
+    )
+
+
+def _account(settings: BatcherSettings, context: Any) -> str:
+    if settings.account_id:
+        return settings.account_id
+    arn = str(getattr(context, "invoked_function_arn", "") or "")
+    parts = arn.split(":")
+    return parts[4] if len(parts) > 4 else ""
+
+
 def record_status(state: TrailStateStore, summary: dict[str, Any], now: Any) -> None:
     """Trail status (GetTrailStatus, docs/trails.md): LatestDeliveryTime of each trail that got
     files, LatestDeliveryError of every trail when a batch failed. Best effort: never fails the run."""
@@ -95,6 +117,8 @@ def handler(
     settings: BatcherSettings | None = None,
     clock: Clock | None = None,
     trail_state: TrailStateStore | None = None,
+    deliveries: Deliveries | None = None,
+    pending_deliveries: PendingDeliveries | None = None,
 ) -> dict[str, Any]:
     action = (event or {}).get("action")
     if action is not None and action not in ACTIONS:
@@ -105,6 +129,11 @@ def handler(
         buffer = buffer or default_buffer
         log_store = log_store or default_store
         ledger = ledger or default_ledger
+    if deliveries is None or pending_deliveries is None:
+        defaults = _deliveries(settings, _account(settings, context))
+        if defaults is not None:
+            deliveries = deliveries or defaults[0]
+            pending_deliveries = pending_deliveries or defaults[1]
     batcher = Batcher(
         buffer=buffer,
         log_store=log_store,
@@ -114,6 +143,8 @@ def handler(
         history=history or _history(settings),
         insights=insights or _insights(settings),
         trail_state=trail_state or _trail_state(settings),
+        deliveries=deliveries,
+        pending=pending_deliveries,
     )
     started = (clock or system_clock)()
     summary = batcher.drain(context.get_remaining_time_in_millis).to_dict()
@@ -135,6 +166,8 @@ def handler(
     metrics.add_metric(name="BatchesFailed", unit=MetricUnit.Count, value=summary["failedBatches"])
     metrics.add_metric(name="RecordsIndexed", unit=MetricUnit.Count, value=summary["indexed"])
     metrics.add_metric(name="AggregateItemsWritten", unit=MetricUnit.Count, value=summary["aggregateItems"])
+    metrics.add_metric(name="DeliveriesSent", unit=MetricUnit.Count, value=summary["deliveriesSent"])
+    metrics.add_metric(name="DeliveriesFailed", unit=MetricUnit.Count, value=summary["deliveriesFailed"])
     log = {k: v for k, v in summary.items() if k != "files"}
     log["fileCount"] = len(summary["files"])
     logger.info("batcher run", extra={"summary": log, "action": action or "scheduled"})
