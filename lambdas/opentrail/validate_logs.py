@@ -749,7 +749,10 @@ class _Validation:
         if count:
             w(f"{count} {'problem' if count == 1 else 'problems'} found beyond the AWS CLI's checks\n")
         else:
-            w("no problems found (previous-digest links, hour coverage, chain head, unlisted log files)\n")
+            w(
+                "no problems found beyond the AWS CLI's checks "
+                "(previous-digest links, hour coverage, chain head, unlisted log files)\n"
+            )
 
 
 # -- command line ----------------------------------------------------------------------------
