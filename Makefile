@@ -71,6 +71,7 @@ bench: install
 	PYTHONPATH=. $(PY) -m benchmarks.history_bench $(BENCH_ARGS)
 	PYTHONPATH=. $(PY) -m benchmarks.validate_bench
 	PYTHONPATH=. $(PY) -m benchmarks.insights_eval $(BENCH_ARGS)
+	PYTHONPATH=. $(PY) -m benchmarks.audited_bench $(BENCH_ARGS)
 
 # Opt-in: end-to-end tests against a deployed stack (see docs/deploy.md).
 e2e-deployed: install

@@ -17,6 +17,7 @@ from infra.buffer import Buffer, dead_letter_alarm
 from infra.config import OpenTrailConfig
 from infra.function import EVENTBRIDGE_CAPTURE_HANDLER, INGEST_HANDLER, create_function, retention
 from infra.nag import acknowledge, acknowledge_kms_grants
+from opentrail.domain.s3_notifications import S3_DETAIL_TYPES, S3_SOURCE
 from opentrail.settings import EventBridgeCaptureSettings, IngestSettings
 
 STAGE_NAME: Final = "v1"
@@ -112,6 +113,35 @@ class Capture(Construct):
             principal=iam.ServicePrincipal("events.amazonaws.com"),
             source_arn=self.rule.attr_arn,
         )
+
+        # S3 data events (docs/capture.md): the buckets' own EventBridge notifications. CDK cannot
+        # switch notifications on for buckets it does not own; their owners do (the docs show how).
+        self.s3_data_event_rule = self._s3_rule(config.s3_data_event_buckets) if config.s3_data_event_buckets else None
+
+    def _s3_rule(self, buckets: list[str]) -> events.CfnRule:
+        rule = events.CfnRule(
+            self,
+            "S3DataEventRule",
+            description="OpenTrail: object-level S3 notifications of the configured buckets become S3 data events",
+            event_bus_name="default",
+            event_pattern={
+                "source": [S3_SOURCE],
+                "detail-type": sorted(S3_DETAIL_TYPES),
+                "detail": {"bucket": {"name": list(buckets)}},
+            },
+            state="ENABLED",
+            targets=[
+                events.CfnRule.TargetProperty(
+                    id="EventBridgeCaptureFunction", arn=self.eventbridge_capture_function.function_arn
+                )
+            ],
+        )
+        self.eventbridge_capture_function.add_permission(
+            "InvokeFromS3DataEventRule",
+            principal=iam.ServicePrincipal("events.amazonaws.com"),
+            source_arn=rule.attr_arn,
+        )
+        return rule
 
     def _ingest_api(self, config: OpenTrailConfig) -> apigateway.RestApi:
         access_logs = logs.LogGroup(

@@ -74,6 +74,10 @@ RULES: Final[dict[str, str]] = {
     "homeRegion": "null (the first of regions), or one of regions: the region owning the log bucket",
     "homeLogBucket": "the home region's LogBucketName output; required when regions lists more than one region",
     "homeKmsKeyArn": "the home region's LogKmsKeyArn output (a KMS key ARN in homeRegion); required with homeLogBucket",
+    "s3DataEventBuckets": (
+        "null (off), or a non-empty list of up to 100 unique S3 bucket names whose EventBridge notifications "
+        "become S3 data events"
+    ),
     "eventBridgeCapturePattern": (
         f"must be a non-empty EventBridge event pattern object using only {', '.join(EVENT_PATTERN_FIELDS)}"
     ),
@@ -139,6 +143,9 @@ class OpenTrailConfig(BaseModel):
     home_region: str | None = None
     home_log_bucket: str | None = None
     home_kms_key_arn: str | None = None
+    # S3 data events (docs/capture.md, "S3 data events"): buckets (with EventBridge notifications
+    # on) whose object-level notifications a second EventBridge rule sends to capture.
+    s3_data_event_buckets: list[str] | None = None
 
     @property
     def trail_list(self) -> tuple[Trail, ...]:
@@ -230,6 +237,14 @@ def _check_rules(config: OpenTrailConfig) -> None:
         raise ConfigError("logRetentionDays", RULES["logRetentionDays"], config.log_retention_days)
     if not _CHANNEL_NAME.match(config.channel_name):
         raise ConfigError("channelName", RULES["channelName"], config.channel_name)
+    buckets = config.s3_data_event_buckets
+    if buckets is not None and (
+        not buckets
+        or len(buckets) > MAX_S3_DATA_EVENT_BUCKETS
+        or len(set(buckets)) != len(buckets)
+        or not all(_BUCKET.match(name) for name in buckets)
+    ):
+        raise ConfigError("s3DataEventBuckets", RULES["s3DataEventBuckets"], buckets)
     pattern = config.event_bridge_capture_pattern
     if not pattern or not set(pattern) <= set(EVENT_PATTERN_FIELDS):
         raise ConfigError("eventBridgeCapturePattern", RULES["eventBridgeCapturePattern"], pattern)
@@ -244,6 +259,7 @@ _REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d{1,2}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # Lambda's environment (all variables) is at most 4 KB; the trails share it with the rest.
 MAX_TRAILS_JSON_BYTES: Final = 2500
+MAX_S3_DATA_EVENT_BUCKETS: Final = 100
 
 
 def _check_trails_and_regions(config: OpenTrailConfig) -> None:

@@ -35,6 +35,7 @@ ASSET_EXCLUDE: Final = [
     "opentrail/validate_logs.py",
     "opentrail/insights_offline.py",
     "opentrail/trails_cli.py",
+    "opentrail/testing.py",
     "**/__pycache__",
     "**/*.pyc",
     "*.egg-info",

@@ -11,6 +11,7 @@ from infra.batcher import Batcher
 from infra.buffer import Buffer
 from infra.capture import Capture
 from infra.config import OpenTrailConfig
+from infra.extensions import OpenTrailExtensions
 from infra.history import History
 from infra.insights import Insights, InsightsStore
 from infra.integrity import Integrity
@@ -18,7 +19,9 @@ from infra.log_archive import LogArchive
 from infra.trails import stack_region
 
 
-class OpenTrailStack(Stack):
+class OpenTrailStack(OpenTrailExtensions, Stack):
+    """Extension points (docs/extending.md): add_capture_source(function), add_subscriber(function, pattern)."""
+
     def __init__(self, scope: Construct, construct_id: str, *, config: OpenTrailConfig, **kwargs: Any) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.config = config

@@ -5,6 +5,8 @@ Two kinds of envelope are captured; everything else is refused with an `Envelope
 
 * AWS's ``... via CloudTrail`` detail-types (source ``aws.*``): ``detail`` is a full
   CloudTrail record and is kept field for field.
+* S3 notifications (source ``aws.s3``, detail-types ``Object Created``, ``Object Deleted``, ...):
+  mapped to CloudTrail S3 data event records by `opentrail.domain.s3_notifications`.
 * ``OpenTrail Audit Event`` (any non-``aws.`` source): ``detail`` is a partial record that
   an application put on a bus; the envelope fills in time, account, region and a stable
   eventID. The format is documented in docs/capture.md.
@@ -18,6 +20,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from opentrail.domain.record import CaptureContext, Record, RecordError, normalize, parse_event_time
+from opentrail.domain.s3_notifications import S3NotificationError, is_s3_notification, s3_data_event
 
 CLOUDTRAIL_DETAIL_TYPES: Final = frozenset(
     {
@@ -78,12 +81,20 @@ def record_from_envelope(
         except RecordError as error:
             raise EnvelopeError(f"detail.{error.field}", error.rule) from None
 
+    if is_s3_notification(source, detail_type):  # S3 data events (opentrail.domain.s3_notifications)
+        try:
+            return normalize(s3_data_event(envelope, detail, event_id=stable_id), context, now=now)
+        except (S3NotificationError, RecordError) as error:
+            prefix = "" if isinstance(error, S3NotificationError) else "detail."
+            raise EnvelopeError(f"{prefix}{error.field}", error.rule) from None
+
     if detail_type == APPLICATION_DETAIL_TYPE:
         return _application_record(envelope, detail, context, stable_id=stable_id, source=source, now=now)
 
     raise EnvelopeError(
         "detail-type",
-        f"must be {APPLICATION_DETAIL_TYPE!r} or one of AWS's '... via CloudTrail' types, got {detail_type[:100]!r}",
+        f"must be {APPLICATION_DETAIL_TYPE!r}, an S3 notification or one of AWS's '... via CloudTrail' types, "
+        f"got {detail_type[:100]!r}",
     )
 
 

@@ -1,0 +1,1 @@
+"""Worked extension examples (docs/extending.md); none edits OpenTrail's code."""
