@@ -40,6 +40,7 @@ from opentrail.domain.audit_events import (
 from opentrail.domain.bundle import BundleError, encode_record, pack, unpack
 from opentrail.domain.clock import Clock, system_clock
 from opentrail.handlers._common import deployment_of, logger, metrics, tracer
+from opentrail.proxy_events import rest_proxy_event
 from opentrail.settings import IngestSettings
 
 app = APIGatewayRestResolver()
@@ -210,34 +211,14 @@ def api_gateway_event(
     query = {
         name: value for name, value in (("channelArn", channel_arn), ("externalId", external_id)) if value is not None
     }
-    is_base64 = isinstance(body, bytes)
-    text = base64.b64encode(body).decode() if isinstance(body, bytes) else body
-    return {
-        "resource": "/{proxy+}",
-        "path": path,
-        "httpMethod": method,
-        "headers": {"Content-Type": "application/json", "Host": "api.opentrail.local"},
-        "multiValueHeaders": {"Content-Type": ["application/json"], "Host": ["api.opentrail.local"]},
-        "queryStringParameters": query or None,
-        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} or None,
-        "pathParameters": {"proxy": path.lstrip("/")},
-        "stageVariables": None,
-        "requestContext": {
-            "resourcePath": "/{proxy+}",
-            "httpMethod": method,
-            "path": f"/{stage}{path}",
-            "stage": stage,
-            "requestId": "local-request",
-            "apiId": "local",
-            "protocol": "HTTP/1.1",
-            "identity": {
-                "accountId": caller_account_id,
-                "userArn": caller_arn,
-                "caller": caller_arn,
-                "sourceIp": "127.0.0.1",
-                "userAgent": "opentrail-local",
-            },
-        },
-        "body": text,
-        "isBase64Encoded": is_base64,
-    }
+    return rest_proxy_event(
+        method=method,
+        path=path,
+        resource="/{proxy+}",
+        body=body,
+        headers={"Content-Type": "application/json"},
+        query=query,
+        caller_account_id=caller_account_id,
+        caller_arn=caller_arn,
+        stage=stage,
+    )

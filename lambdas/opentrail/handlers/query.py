@@ -44,6 +44,7 @@ from opentrail.domain.lookup import (
     seal_next_token,
 )
 from opentrail.handlers._common import deployment_of, logger, metrics, tracer
+from opentrail.proxy_events import rest_proxy_event
 from opentrail.public_keys import list_public_keys_operation
 from opentrail.settings import QuerySettings
 from opentrail.trail_api import OPERATIONS as TRAIL_OPERATIONS
@@ -304,35 +305,14 @@ def api_gateway_event(
     stage: str = "v1",
 ) -> dict[str, Any]:
     """An API Gateway REST proxy event for ``POST /`` as IAM auth delivers it (local mode, tests)."""
-    is_base64 = isinstance(body, bytes)
-    text = base64.b64encode(body).decode() if isinstance(body, bytes) else body
-    all_headers = {"Host": "api.opentrail.local", **headers}
-    return {
-        "resource": "/",
-        "path": path,
-        "httpMethod": method,
-        "headers": dict(all_headers),
-        "multiValueHeaders": {name: [value] for name, value in all_headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "resourcePath": "/",
-            "httpMethod": method,
-            "path": f"/{stage}{path}",
-            "stage": stage,
-            "requestId": "local-request",
-            "apiId": "local",
-            "protocol": "HTTP/1.1",
-            "identity": {
-                "accountId": caller_account_id,
-                "userArn": caller_arn,
-                "caller": caller_arn,
-                "sourceIp": "127.0.0.1",
-                "userAgent": all_headers.get("User-Agent", "opentrail-local"),
-            },
-        },
-        "body": text,
-        "isBase64Encoded": is_base64,
-    }
+    return rest_proxy_event(
+        method=method,
+        path=path,
+        resource="/",
+        body=body,
+        headers=headers,
+        query=None,
+        caller_account_id=caller_account_id,
+        caller_arn=caller_arn,
+        stage=stage,
+    )
