@@ -8,8 +8,10 @@ simulated clock for ``recordedAt``; the digester is called directly with a simul
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
+import io
 import itertools
 import json
 from datetime import UTC, datetime, timedelta
@@ -483,3 +485,135 @@ def test_signer_uses_the_alias_and_reads_a_pkcs1_key(harness: Harness) -> None:
 def test_digester_rejects_an_unknown_action(harness: Harness) -> None:
     with pytest.raises(ValueError, match="action"):
         digester.handler({"action": "explode"}, LocalContext(), settings=harness.settings)
+
+
+# -- StopLogging / StartLogging (spec §3.2: a final digest at the stop, a new chain at the start)
+
+
+def _stored_log(harness: Harness, delivered_at: datetime) -> str:
+    """A ledger item and its log object (validate-logs reads it back)."""
+    key = harness.deliver(delivered_at)
+    body = f'{{"Records":[{{"n":{harness._n}}}]}}'.encode()
+    harness.s3.put_object(Bucket=harness.resources.log_bucket, Key=key, Body=gzip.compress(body))
+    return key
+
+
+def _listed(body: dict[str, Any]) -> list[str]:
+    return [entry["s3Object"] for entry in body["logFiles"]]
+
+
+def test_stop_logging_closes_the_chain_and_start_logging_starts_a_new_one(harness: Harness, tmp_path: Any) -> None:
+    from opentrail.adapters.trail_state import TrailStateStore
+    from opentrail.validate_logs import Options, run
+
+    state = TrailStateStore(harness.resources.ledger_table, client=harness.ddb)
+
+    def digest(now: datetime) -> Any:
+        return digester.handler(
+            {"action": "digest"},
+            LocalContext(function_name="opentrail-digester"),
+            settings=harness.settings,
+            clock=lambda: now,
+            signer=harness.signer,
+            store=DigestStore(harness.resources.log_bucket, client=harness.s3),
+            heads=harness.heads,
+            ledger=LedgerReader(harness.resources.ledger_table, client=harness.ddb),
+            registry=harness.registry,
+            trail_state=state,
+        )
+
+    first = _stored_log(harness, at(0, 10))
+    assert digest(at(1, 20))["written"] == [regular_key(at(1))]
+    before_stop = _stored_log(harness, at(1, 5))
+    state.set_logging("opentrail", False, at(1, 30, 0.25))  # StopLogging at 11:30:00.250
+    assert digest(at(1, 32))["written"] == []  # not before the delay: late batches may still come
+
+    final_key = regular_key(at(1, 30, 1))  # the stop, rounded up to the second
+    assert digest(at(2, 20))["written"] == [final_key]
+    final = harness.verify(final_key)
+    assert (final["digestStartTime"], final["digestEndTime"]) == ("2026-11-23T11:00:00Z", "2026-11-23T11:30:01Z")
+    assert _listed(final) == [before_stop]
+    assert final["previousDigestS3Object"] == regular_key(at(1))
+    head = harness.heads.get("opentrail", A1, "us-east-1")
+    assert head is not None
+    assert head.key == final_key
+    assert head.stops == (at(1, 30, 1),)
+    stored = harness.ddb.get_item(TableName=harness.resources.ledger_table, Key={
+        "pk": {"S": "DIGESTCHAIN#opentrail"}, "sk": {"S": f"{A1}#us-east-1#regular"}})["Item"]  # fmt: skip
+    assert stored["stops"] == {"L": [{"S": "2026-11-23T11:30:01Z"}]}
+
+    # stopped: no digests for the hours while stopped
+    assert digest(at(3, 20))["written"] == []
+    assert digest(at(4, 20))["written"] == []
+
+    state.set_logging("opentrail", True, at(4, 40))  # StartLogging at 14:40
+    after_start = _stored_log(harness, at(4, 50))
+    assert digest(at(5, 20))["written"] == [regular_key(at(5))]
+    restarted = harness.verify(regular_key(at(5)))
+    assert restarted["digestStartTime"] == "2026-11-23T14:40:00Z"
+    assert _listed(restarted) == [after_start]
+    assert all(restarted[name] is None for name in restarted if name.startswith("previousDigest"))
+    assert digest(at(6, 20))["written"] == [regular_key(at(6))]
+    assert harness.verify(regular_key(at(6)))["previousDigestS3Object"] == regular_key(at(5))
+    assert harness.heads.get("opentrail", A1, "us-east-1").stops == (at(1, 30, 1),)  # type: ignore[union-attr]
+    assert first in _listed(harness.verify(regular_key(at(1))))
+
+    # validate-logs (ours, with the chain head): the stop is recorded, so the new chain is no finding
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    pem = base64.encodebytes(harness.public_der()).decode()
+    (keys / "key.pem").write_text(f"-----BEGIN RSA PUBLIC KEY-----\n{pem}-----END RSA PUBLIC KEY-----\n")
+    options = Options(
+        trail_arn=f"arn:aws:cloudtrail:us-east-1:{A1}:trail/opentrail",
+        start_time="2026-11-23T09:00:00Z",
+        end_time="2026-11-23T16:00:00Z",
+        s3_bucket=harness.resources.log_bucket,
+        region="us-east-1",
+        public_keys=keys,
+        workers=1,
+        chain_head_table=harness.resources.ledger_table,
+    )
+    out, err = io.StringIO(), io.StringIO()
+    rc = run(options, out, err)
+    assert rc == 0, out.getvalue() + err.getvalue()
+    assert "INVALID" not in out.getvalue() + err.getvalue()
+    assert "No log files were delivered by CloudTrail between" in err.getvalue()  # the CLI's own gap line
+
+    # the same digests without the recorded stop: a restart without a recorded stop is reported
+    harness.ddb.update_item(TableName=harness.resources.ledger_table, Key={
+        "pk": {"S": "DIGESTCHAIN#opentrail"}, "sk": {"S": f"{A1}#us-east-1#regular"}},
+        UpdateExpression="REMOVE stops")  # fmt: skip
+    out, err = io.StringIO(), io.StringIO()
+    assert run(options, out, err) == 1
+    assert "chain restarted (null previousDigest fields) without a recorded stop" in out.getvalue()
+
+
+def test_stop_and_start_between_two_runs_still_close_the_chain(harness: Harness) -> None:
+    from opentrail.adapters.trail_state import TrailStateStore
+
+    state = TrailStateStore(harness.resources.ledger_table, client=harness.ddb)
+    harness.deliver(at(0, 10))
+    harness.run(at(1, 20))
+    late = harness.deliver(at(1, 10))
+    state.set_logging("opentrail", False, at(1, 15))
+    state.set_logging("opentrail", True, at(2, 30))
+    after = harness.deliver(at(2, 40))
+    summary = digester.handler(
+        {"action": "digest"},
+        LocalContext(function_name="opentrail-digester"),
+        settings=harness.settings,
+        clock=lambda: at(3, 20),
+        signer=harness.signer,
+        store=DigestStore(harness.resources.log_bucket, client=harness.s3),
+        heads=harness.heads,
+        ledger=LedgerReader(harness.resources.ledger_table, client=harness.ddb),
+        registry=harness.registry,
+        trail_state=state,
+    )
+    # the final digest up to the stop, then the new chain from the start; no digest for hour 12
+    assert summary["written"] == [regular_key(at(1, 15)), regular_key(at(3))]
+    assert _listed(harness.verify(regular_key(at(1, 15)))) == [late]
+    restarted = harness.verify(regular_key(at(3)))
+    assert restarted["previousDigestS3Object"] is None
+    assert _listed(restarted) == [after]
+    assert restarted["digestStartTime"] == "2026-11-23T12:30:00Z"

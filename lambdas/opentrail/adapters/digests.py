@@ -18,7 +18,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final, cast
@@ -158,6 +158,7 @@ def _head_from_item(item: dict[str, Any]) -> ChainHead:
         sha256=str(data["sha256"]),
         fingerprint=str(data["fingerprint"]),
         written_at=parse_time(str(data["writtenAt"])),
+        stops=tuple(parse_time(str(stop)) for stop in data.get("stops") or ()),
     )
 
 
@@ -203,6 +204,8 @@ class ChainHeads:
             "account": head.account,
             "region": head.region,
         }
+        if head.stops:
+            values["stops"] = [format_time(stop) for stop in head.stops]
         item = {**chain_head_key(head.trail, head.account, head.region, head.kind), **_dump(values)}
         if head.sequence == 1:
             condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
@@ -219,6 +222,30 @@ class ChainHeads:
                 return False
             raise DigestStoreError(f"chain head write {head.key}: {_code(error) or error}") from error
         return True
+
+    def record_stop(self, head: ChainHead, stop: datetime) -> ChainHead | None:
+        """Record a StopLogging moment on the chain head (``stops``, read by validate-logs), if
+        the head is still `head`; the updated head, or None when another digester moved it."""
+        if stop in head.stops:
+            return head
+        stops = (*head.stops, stop)
+        try:
+            self._ddb.update_item(
+                TableName=self.table,
+                Key=chain_head_key(head.trail, head.account, head.region, head.kind),
+                UpdateExpression="SET stops = :stops",
+                ConditionExpression="#sequence = :sequence",
+                ExpressionAttributeNames={"#sequence": "sequence"},
+                ExpressionAttributeValues={
+                    ":stops": {"L": [{"S": format_time(moment)} for moment in stops]},
+                    ":sequence": {"N": str(head.sequence)},
+                },
+            )
+        except ClientError as error:
+            if _code(error) == "ConditionalCheckFailedException":
+                return None
+            raise DigestStoreError(f"chain head stop {head.key}: {_code(error) or error}") from error
+        return replace(head, stops=stops)
 
 
 # -- public keys ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ the delivery ledger, asks this module what to write, and writes it (docs/integri
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
@@ -55,10 +55,20 @@ class ChainHead:
     sha256: str  # hex SHA-256 of the digest's uncompressed bytes
     fingerprint: str
     written_at: datetime  # when the digester wrote (or adopted) it
+    # StopLogging moments recorded on the chain (validate-logs accepts a new chain after one).
+    stops: tuple[datetime, ...] = ()
+    # Not stored: set by `restart_heads` on a closed chain after StartLogging; the next digest
+    # starts a new chain (null previousDigest* fields) at this moment.
+    restart_at: datetime | None = None
 
     @property
     def source(self) -> Source:
         return Source(self.account, self.region)
+
+    @property
+    def closed(self) -> bool:
+        """The chain ended with a StopLogging final digest (its end is a recorded stop)."""
+        return self.restart_at is None and self.end_time in self.stops
 
     def link(self) -> PreviousDigest:
         """What the next digest of the chain points back to."""
@@ -94,6 +104,7 @@ class DigestPlan:
     end_time: datetime
     key: str
     files: tuple[LedgerFile, ...]
+    restart: bool = False  # the first digest after StartLogging: null previousDigest* fields
 
 
 @dataclass(frozen=True)
@@ -156,23 +167,37 @@ def plan_regular(
     window_start: datetime,
     files: Sequence[LedgerFile],
     heads: Mapping[Source, ChainHead],
+    *,
+    stop: datetime | None = None,
 ) -> list[DigestPlan]:
     """Regular digests for the window: one per source whose chain is due at this window
     (its head ends at `window_start`) or that has files here and no chain yet (a new chain).
     Sources whose chain is already past the window are left alone.
+
+    With `stop` (StopLogging inside the window, or at its end) the digests are the chains'
+    final ones: they end at `stop` and list the files delivered up to and including it. A head
+    with `restart_at` starts a new chain there: its digest starts at `restart_at`, links to
+    nothing and lists the files delivered after the chain's stop.
     """
-    end = window_start + DIGEST_PERIOD
+    end = stop if stop is not None else window_start + DIGEST_PERIOD
+    if stop is not None:
+        files = [file for file in files if file.delivered_at <= stop]
     by_source = group_by_source(files)
-    due = {source for source, head in heads.items() if head.end_time == window_start}
+    due = {source for source, head in heads.items() if head.end_time == window_start and not head.closed}
     due |= {source for source in by_source if source not in heads}
     plans = []
     for source in sorted(due):
+        head = heads.get(source)
+        restart = head is not None and head.restart_at is not None
+        listed = tuple(by_source.get(source, ()))
+        if head is not None and head.restart_at is not None and head.stops:
+            listed = tuple(file for file in listed if file.delivered_at > head.stops[-1])
         plans.append(
             DigestPlan(
                 trail=trail.name,
                 source=source,
                 kind=REGULAR,
-                start_time=window_start,
+                start_time=head.restart_at if head is not None and head.restart_at is not None else window_start,
                 end_time=end,
                 key=digest_key(
                     account_id=source.account,
@@ -182,10 +207,30 @@ def plan_regular(
                     end_time=end,
                     prefix=trail.prefix,
                 ),
-                files=tuple(by_source.get(source, ())),
+                files=listed,
+                restart=restart,
             )
         )
     return plans
+
+
+def stop_window(stop: datetime) -> datetime:
+    """Start of the window holding a StopLogging moment (a stop on the hour ends the window
+    before it): the final digest covers ``[stop_window(stop), stop]``."""
+    return floor_hour(stop - timedelta(microseconds=1))
+
+
+def restart_heads(heads: Mapping[Source, ChainHead], start: datetime) -> dict[Source, ChainHead]:
+    """Regular heads after StartLogging at `start`: a chain closed by a stop before `start`
+    continues as a new chain from `start` (due at the window holding it); others unchanged."""
+    return {
+        source: (
+            replace(head, end_time=floor_hour(start), restart_at=start)
+            if head.closed and head.end_time <= start
+            else head
+        )
+        for source, head in heads.items()
+    }
 
 
 def plan_backfill(
@@ -213,7 +258,14 @@ def plan_backfill(
         digested = head.end_time > hour_start if head is not None else digested_until > hour_start
         if not digested:
             continue
-        missing = tuple(file for file in group if file.digest_key is None)
+        # A chain closed by StopLogging (or due to restart) covers its files up to its end only.
+        missing = tuple(
+            file
+            for file in group
+            if file.digest_key is None
+            and (head is None or head.restart_at is None)
+            and (head is None or file.delivered_at <= head.end_time)
+        )
         if not missing:
             continue
         earlier = {file.digest_key for file in group if file.digest_key and _is_backfill(file.digest_key)}
@@ -280,4 +332,5 @@ def next_head(
         sha256=sha256,
         fingerprint=fingerprint,
         written_at=written_at,
+        stops=previous.stops if previous is not None else (),
     )

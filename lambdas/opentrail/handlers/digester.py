@@ -20,9 +20,10 @@ to the newest window that ended `DIGEST_DELAY_SECONDS` ago:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final
 
@@ -30,7 +31,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from opentrail.adapters.digests import ChainHeads, DigestStore, DigestStoreError, LedgerReader, PublicKeyRegistry
 from opentrail.adapters.signer import KmsSigner
-from opentrail.adapters.trail_state import TrailStateError, TrailStateStore
+from opentrail.adapters.trail_state import TrailStateError, TrailStateStore, TrailStatus
 from opentrail.domain.chain import (
     BACKFILL,
     REGULAR,
@@ -39,10 +40,13 @@ from opentrail.domain.chain import (
     Source,
     TrailTarget,
     backfill_hours,
+    floor_hour,
     last_window_end,
     next_head,
     plan_backfill,
     plan_regular,
+    restart_heads,
+    stop_window,
     windows_due,
 )
 from opentrail.domain.clock import Clock, system_clock
@@ -113,16 +117,23 @@ class Digester:
 
     def run(self) -> DigestRunSummary:
         summary = DigestRunSummary()
-        stopped = self._stopped()
+        states = self._states()
         for trail in self.settings.trail_list:
             if not trail.log_file_validation_enabled:
                 continue  # LogFileValidationEnabled false: no digests for this trail (docs/trails.md)
-            if trail.name in stopped:
-                continue  # StopLogging: no digests while stopped (docs/trails.md, "Logging state")
             target = TrailTarget(name=trail.name, home_region=self.home_region, prefix=trail.s3_key_prefix)
+            state = states.get(trail.name)
+            stop, start = _logging_times(state)
             written = len(summary.written)
             try:
-                done = self._run_trail(target, summary)
+                if stop is not None:
+                    # StopLogging: close the chains with a final digest up to the stop; none while stopped.
+                    closed = self._close_trail(target, stop, summary)
+                    done = summary.stopped_by != "time"
+                    if closed and start is not None:
+                        done = self._run_trail(target, summary, restart=start)
+                else:
+                    done = self._run_trail(target, summary)
             except DigestStoreError as error:
                 self._record(trail.name, error=str(error))
                 raise
@@ -132,14 +143,14 @@ class Digester:
                 break
         return summary
 
-    def _stopped(self) -> frozenset[str]:
+    def _states(self) -> dict[str, TrailStatus]:
         if self.trail_state is None:
-            return frozenset()
+            return {}
         try:
-            return self.trail_state.stopped()
+            return self.trail_state.all()
         except TrailStateError as error:  # digest every trail rather than none
             logger.warning("trail state not read", extra={"error": str(error)})
-            return frozenset()
+            return {}
 
     def _record(self, trail: str, *, error: str | None = None) -> None:
         """LatestDigestDeliveryTime / LatestDigestDeliveryError (GetTrailStatus); best effort."""
@@ -153,11 +164,14 @@ class Digester:
     def _out_of_time(self) -> bool:
         return self.remaining_ms() < self.settings.time_budget_margin_seconds * 1000
 
-    def _run_trail(self, trail: TrailTarget, summary: DigestRunSummary) -> bool:
+    def _run_trail(self, trail: TrailTarget, summary: DigestRunSummary, *, restart: datetime | None = None) -> bool:
         now = self.clock()
         delay = timedelta(seconds=self.settings.digest_delay_seconds)
         all_heads = self.heads.list(trail.name)
         regular = {head.source: head for head in all_heads if head.kind == REGULAR}
+        if restart is not None:  # StartLogging after a stop: closed chains start anew there
+            regular = restart_heads(regular, restart)
+            all_heads = [*regular.values(), *(head for head in all_heads if head.kind != REGULAR)]
         backfill = {head.source: head for head in all_heads if head.kind == BACKFILL}
         lookback = timedelta(hours=self.settings.backfill_lookback_hours)
         first_window = None
@@ -214,12 +228,72 @@ class Digester:
                     blocked.add(plan.source)
         return True
 
+    def _close_trail(self, trail: TrailTarget, stop: datetime, summary: DigestRunSummary) -> bool:
+        """The final digests of a stopped trail: every window up to the stop, the last one ending
+        at the stop (files delivered up to and including it), then the stop recorded on each
+        chain head. Chains already closed (or past the stop) only get the stop recorded.
+        True when every chain is closed; False when the trail must wait (the stop is not
+        `DIGEST_DELAY_SECONDS` old yet, time, the per-run cap, conflicts): a restarted trail's
+        new chains wait too."""
+        now = self.clock()
+        if now < stop + timedelta(seconds=self.settings.digest_delay_seconds):
+            return False  # late batches of before the stop may still reach the ledger
+        regular = {head.source: head for head in self.heads.list(trail.name) if head.kind == REGULAR}
+        open_heads = [head for head in regular.values() if not head.closed and head.end_time < stop]
+        final = stop_window(stop)
+        if open_heads:
+            cursor = floor_hour(min(head.end_time for head in open_heads))
+        elif not regular:
+            lookback = timedelta(hours=self.settings.backfill_lookback_hours)
+            cursor = next(
+                (
+                    hour
+                    for hour in backfill_hours(digested_until=final + DIGEST_PERIOD, lookback=lookback)
+                    if self.ledger.hour(trail.name, hour)
+                ),
+                final + DIGEST_PERIOD,
+            )
+        else:
+            cursor = final + DIGEST_PERIOD  # nothing to write
+        windows = 0
+        blocked: set[Source] = set()
+        while cursor <= final:
+            if self._out_of_time() or windows >= self.settings.max_windows_per_run:
+                summary.stopped_by = "time" if self._out_of_time() else summary.stopped_by
+                summary.windows_behind += int((final - cursor) // DIGEST_PERIOD) + 1
+                return False
+            files = self.ledger.hour(trail.name, cursor)
+            last = cursor == final
+            for plan in plan_regular(trail, cursor, files, regular, stop=stop if last else None):
+                if plan.source in blocked:
+                    continue
+                try:
+                    regular[plan.source] = self._write(trail, plan, regular.get(plan.source), summary)
+                except ChainConflict as error:
+                    logger.warning("digest chain conflict", extra={"key": plan.key, "error": str(error)})
+                    summary.conflicts += 1
+                    blocked.add(plan.source)
+            cursor += DIGEST_PERIOD
+            windows += 1
+        if blocked:
+            return False
+        for source, head in list(regular.items()):
+            if head.end_time < stop and not head.closed:
+                return False  # a chain that could not reach the stop (an adopted digest elsewhere)
+            if head.end_time >= stop and stop not in head.stops and not head.closed:
+                recorded = self.heads.record_stop(head, stop)
+                if recorded is None:
+                    summary.conflicts += 1
+                    return False
+                regular[source] = recorded
+        return True
+
     def _write(
         self, trail: TrailTarget, plan: DigestPlan, head: ChainHead | None, summary: DigestRunSummary
     ) -> ChainHead:
         """Write one digest on top of `head` and advance the chain; returns the new head."""
         public = self.signer.public_key()
-        previous = head.link() if head is not None else None
+        previous = head.link() if head is not None and not plan.restart else None
         body = build_digest(
             account_id=plan.source.account,
             start_time=plan.start_time,
@@ -280,6 +354,21 @@ class Digester:
                 summary.log_files += count
                 summary.empty_digests += count == 0
         return new
+
+
+def _logging_times(state: TrailStatus | None) -> tuple[datetime | None, datetime | None]:
+    """(stop, start) of a trail's logging state: the last StopLogging moment (rounded up to the
+    second: the final digest includes it) if the trail is stopped or was restarted after it,
+    and the StartLogging moment after it (None while stopped)."""
+    if state is None or "stopLoggingTime" not in state.attributes:
+        return None, None
+    stop = datetime.fromtimestamp(math.ceil(float(state.attributes["stopLoggingTime"])), UTC)
+    if not state.is_logging:
+        return stop, None
+    started = state.attributes.get("startLoggingTime")
+    if started is None or float(started) < float(state.attributes["stopLoggingTime"]):
+        return stop, None
+    return stop, datetime.fromtimestamp(math.ceil(float(started)), UTC)
 
 
 @lru_cache(maxsize=1)

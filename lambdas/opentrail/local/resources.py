@@ -6,6 +6,7 @@ compares them).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -100,8 +101,10 @@ def provision(
     name: str = "opentrail",
     visibility_timeout: int = VISIBILITY_TIMEOUT_SECONDS,
     max_receive_count: int = MAX_RECEIVE_COUNT,
+    trails: str | None = None,
 ) -> LocalResources:
-    """Create the resources (idempotent for a fresh mock) and return their names."""
+    """Create the resources (idempotent for a fresh mock) and return their names. `trails` (the
+    TRAILS setting, docs/trails.md): also each trail's delivery log group and SNS topic."""
     kms = boto3.client("kms", region_name=region)
     key_arn = kms.create_key(Description=f"{name} log encryption key")["KeyMetadata"]["Arn"]
     kms.enable_key_rotation(KeyId=key_arn)
@@ -167,6 +170,8 @@ def provision(
     create_history_table(dynamodb, history_table, key_arn)
     insights_table = f"{name}-insights"
     create_history_table(dynamodb, insights_table, key_arn)  # same shape: pk/sk, KMS, TTL, PITR
+    if trails:
+        create_delivery_destinations(trails, region)
 
     return LocalResources(
         account_id=account_id,
@@ -181,6 +186,22 @@ def provision(
         signing_key_arn=signing_key_arn,
         insights_table=insights_table,
     )
+
+
+def create_delivery_destinations(trails: str, region: str) -> None:
+    """The trails' CloudWatch Logs groups and SNS topics (infra/batcher.py creates them in the
+    stack), so that `opentrail local --trails FILE` delivers to them."""
+    from opentrail.domain.trail import trails_from_json
+
+    logs = boto3.client("logs", region_name=region)
+    sns = boto3.client("sns", region_name=region)
+    for trail in trails_from_json(trails):
+        group = trail.deliveries.cloud_watch_logs
+        if group is not None:
+            with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+                logs.create_log_group(logGroupName=group)  # two trails may share a group
+        if trail.deliveries.sns_topic is not None:
+            sns.create_topic(Name=trail.deliveries.sns_topic)  # idempotent
 
 
 def create_history_table(dynamodb: Any, table: str, kms_key_arn: str | None = None) -> None:

@@ -378,7 +378,7 @@ class LocalRuntime:
             return session.client(service, endpoint_url=self.aws_endpoint)
 
         self.s3, self.sqs, self.dynamodb = client("s3"), client("sqs"), client("dynamodb")
-        self.resources = provision(region=options.region, account_id=options.account_id)
+        self.resources = provision(region=options.region, account_id=options.account_id, trails=options.trails)
         resources = self.resources
         self.buffer = Buffer(
             resources.buffer_queue_url, dead_letter_queue_url=resources.dead_letter_queue_url, client=self.sqs
