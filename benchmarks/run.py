@@ -47,6 +47,7 @@ for _name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN"
 from benchmarks.aws_calls import CallCounter  # noqa: E402
 from benchmarks.fakes import FakeBuffer  # noqa: E402
 from benchmarks.workload import ACCOUNT_ID, REGION, Workload  # noqa: E402
+from opentrail.domain.usage import CLOUDTRAIL_PRICE, PRICES  # noqa: E402
 
 CHANNEL_ARN = f"arn:aws:cloudtrail:{REGION}:{ACCOUNT_ID}:channel/opentrail"
 START = datetime(2025, 3, 14, 9, 0, 0, tzinfo=UTC)
@@ -55,24 +56,7 @@ EMIT_BATCH = 1000  # producer.emit batch in the capture-path comparison
 
 # ---------------------------------------------------------------------------------------------
 # Prices (us-east-1 list prices, USD) and model assumptions; printed with the results.
-PRICES: dict[str, tuple[float, str]] = {
-    "sqs_request": (0.40 / 1e6, "SQS standard: $0.40 per million requests (64 KiB chunk = 1 request)"),
-    "s3_put": (0.005 / 1e3, "S3 Standard PUT/COPY/POST/LIST: $0.005 per 1,000 requests"),
-    "s3_storage_gb_month": (0.023, "S3 Standard storage: $0.023 per GB-month (first 50 TB; one month)"),
-    "kms_request": (0.03 / 1e4, "KMS: $0.03 per 10,000 requests"),
-    "ddb_wru": (0.625 / 1e6, "DynamoDB on-demand: $0.625 per million write request units (Nov 2024 price cut)"),
-    "ddb_rru": (0.125 / 1e6, "DynamoDB on-demand: $0.125 per million read request units"),
-    "lambda_request": (0.20 / 1e6, "Lambda: $0.20 per million requests"),
-    "lambda_gb_s": (0.0000166667, "Lambda x86: $0.0000166667 per GB-second"),
-    "apigw_request": (3.50 / 1e6, "API Gateway REST: $3.50 per million requests (first 333M)"),
-    "xray_trace": (5.00 / 1e6, "X-Ray: $5.00 per million traces recorded (not in the brief's list; tracing is on)"),
-    "logs_gb": (0.50, "CloudWatch Logs: $0.50 per GB ingested (not in the brief's list)"),
-}
-CLOUDTRAIL_PRICE = {
-    "first copy of management events": 0.0,
-    "additional copy of management events": 2.00,
-    "data events": 0.10,
-}
+# The price tables live in opentrail.domain.usage (`opentrail usage` prints them too).
 REPEATS = 3  # CPU sections keep the best of this many runs (the machine is shared)
 STEADY_EVENTS_PER_SECOND = 100.0  # assumed steady load for per-run amortisation
 BATCHER_RUNS_PER_MINUTE = 1.0

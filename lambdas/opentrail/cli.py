@@ -6,6 +6,7 @@
     opentrail flush [--endpoint-url http://127.0.0.1:4599]
     opentrail lookup-events [--endpoint-url URL | --stack NAME] [aws cloudtrail lookup-events flags]
     opentrail trails | trail-status [NAME ...] [--endpoint-url URL | --stack NAME] [--output table|json]
+    opentrail usage --since DATE [--until DATE] [--endpoint-url URL | --stack NAME] [--ledger-table T]
     opentrail --version
 
 Each subcommand is a ``_add_<name>(subparsers)`` that registers its parser and sets
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validate_logs(subparsers)
     _add_insights(subparsers)
     _add_trails(subparsers)
+    _add_usage(subparsers)
     return parser
 
 
@@ -240,6 +242,12 @@ def _add_insights(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
 
 def _add_trails(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from opentrail.trails_cli import add_parser
+
+    add_parser(subparsers)
+
+
+def _add_usage(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from opentrail.usage_cli import add_parser
 
     add_parser(subparsers)
 

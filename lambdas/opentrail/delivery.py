@@ -15,7 +15,9 @@ Per batch (up to ``max_batch_messages`` messages):
 3. write every file with If-None-Match: *;
 4. finalize: ledger items, then intent PENDING → DONE;
 5. index: the event history items of the batch's records and, with an Insights table, the
-   batch's partial per-minute aggregates (docs/insights.md), then the batch's "indexed" marker
+   batch's partial per-minute aggregates (docs/insights.md), the batch's usage counters per
+   trail and day (docs/usage.md; keyed by the batch, so a re-index overwrites them), then the
+   batch's "indexed" marker
    (docs/history.md); a DONE batch found without its marker (a run died between DONE and
    the marker) is indexed again from its log files in S3 before its messages are deleted;
 6. delete the batch's messages;
@@ -49,6 +51,7 @@ from opentrail.adapters.insights_store import InsightsStore, InsightsStoreError
 from opentrail.adapters.ledger import Claim, Ledger, LedgerError
 from opentrail.adapters.log_store import LogStore, LogStoreError, ObjectLockedError
 from opentrail.adapters.trail_state import TrailStateError, TrailStateStore
+from opentrail.adapters.usage_store import UsageStore, UsageStoreError
 from opentrail.domain.batch import (
     MAX_FILES_PER_BATCH,
     BatchPlan,
@@ -76,6 +79,7 @@ from opentrail.domain.history import iter_log_records
 from opentrail.domain.insights import Aggregator
 from opentrail.domain.log_file import MAX_COMPRESSED_BYTES
 from opentrail.domain.trail import Trail
+from opentrail.domain.usage import UsageCounter, meters_of
 from opentrail.settings import BatcherSettings
 
 logger = Logger(child=True)
@@ -150,6 +154,7 @@ class DrainSummary:
     indexed: int = 0  # records written to the event history index
     reindexed_batches: int = 0  # DONE batches whose index this run rebuilt from their log files
     aggregate_items: int = 0  # Insights minute-aggregate items written (docs/insights.md)
+    usage_items: int = 0  # usage counter items written (docs/usage.md)
     errors: list[str] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
     stopped_by: str = "drained"
@@ -178,6 +183,7 @@ class DrainSummary:
             "indexed": self.indexed,
             "reindexedBatches": self.reindexed_batches,
             "aggregateItems": self.aggregate_items,
+            "usageItems": self.usage_items,
             "errors": list(self.errors),
             "files": list(self.files),
             "stoppedBy": self.stopped_by,
@@ -214,12 +220,14 @@ class Batcher:
         trail_state: TrailStateStore | None = None,
         deliveries: Deliveries | None = None,
         pending: PendingDeliveries | None = None,
+        usage: UsageStore | None = None,
     ):
         self.buffer = buffer
         self.log_store = log_store
         self.ledger = ledger
         self.history = history  # None: no event history index (tests of the log files alone)
         self.insights = insights  # None: no Insights aggregates
+        self.usage = usage  # None: no usage counters (docs/usage.md)
         self.config = config
         self.clock = clock
         self.trail_state = trail_state  # None: every trail is logging (no StartLogging/StopLogging state)
@@ -270,6 +278,7 @@ class Batcher:
                 HistoryStoreError,
                 InsightsStoreError,
                 PendingDeliveryError,
+                UsageStoreError,
                 _Stop,
             ) as error:
                 summary.failed_batches += 1
@@ -411,17 +420,20 @@ class Batcher:
         overwrites, never adds). Each record is parsed once for both.
         """
         self._queue_deliveries(intent)
-        if self.history is None and self.insights is None:
+        if self.history is None and self.insights is None and self.usage is None:
             return
         if bodies is None:
             bodies = [self.log_store.get(file.key) for file in intent.files]
         builder = self.history.builder(intent.batch_id) if self.history is not None else None
         aggregator = Aggregator() if self.insights is not None else None
+        counter = UsageCounter(meters_of(self._trails.values())) if self.usage is not None else None
         seen: set[str] = set()
         pending: list[dict[str, Any]] = []
-        for body in bodies:
+        for file, body in zip(intent.files, bodies, strict=True):
             for line in iter_log_records(_chunks(body)):
                 record = json.loads(line)
+                if counter is not None:
+                    counter.add(file.trail, record)
                 if aggregator is not None:
                     event_id = record.get("eventID")
                     if event_id not in seen:  # a record in several trails' files counts once
@@ -439,11 +451,14 @@ class Batcher:
         if aggregator is not None and self.insights is not None:
             minutes = {scope: aggregator.minutes(scope) for scope in aggregator.scopes()}
             summary.aggregate_items += self.insights.put_aggregates(intent.batch_id, minutes)
+        if counter is not None and self.usage is not None:
+            # Keyed by the batch: a re-index overwrites these items (never adds to them).
+            summary.usage_items += self.usage.put(intent.batch_id, intent.delivered_at, counter.counts())
         if self.history is not None:
             self.history.mark_indexed(intent.batch_id, expires_at=intent.expires_at)
 
     def _ensure_indexed(self, intent: Intent, summary: DrainSummary) -> None:
-        if self.history is None and self.insights is None:
+        if self.history is None and self.insights is None and self.usage is None:
             return
         if self.history is not None and self.history.is_indexed(intent.batch_id):
             return

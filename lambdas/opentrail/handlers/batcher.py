@@ -20,6 +20,7 @@ from opentrail.adapters.insights_store import InsightsStore
 from opentrail.adapters.ledger import Ledger
 from opentrail.adapters.log_store import LogStore
 from opentrail.adapters.trail_state import TrailStateError, TrailStateStore
+from opentrail.adapters.usage_store import UsageStore
 from opentrail.delivery import Batcher, BatcherConfig
 from opentrail.domain.clock import Clock, system_clock
 from opentrail.handlers._common import logger, metrics, tracer
@@ -80,6 +81,14 @@ def _deliveries(settings: BatcherSettings, account: str) -> tuple[Deliveries, Pe
     )
 
 
+def _usage_for(ledger: Any) -> UsageStore | None:
+    """Usage counters live in the ledger table, written through the ledger adapter's client
+    (None for a stand-in ledger, as the benchmark's fakes)."""
+    if not isinstance(ledger, Ledger):
+        return None
+    return UsageStore(ledger.table, client=ledger._ddb)
+
+
 def _account(settings: BatcherSettings, context: Any) -> str:
     if settings.account_id:
         return settings.account_id
@@ -119,6 +128,7 @@ def handler(
     trail_state: TrailStateStore | None = None,
     deliveries: Deliveries | None = None,
     pending_deliveries: PendingDeliveries | None = None,
+    usage: UsageStore | None = None,
 ) -> dict[str, Any]:
     action = (event or {}).get("action")
     if action is not None and action not in ACTIONS:
@@ -145,6 +155,8 @@ def handler(
         trail_state=trail_state or _trail_state(settings),
         deliveries=deliveries,
         pending=pending_deliveries,
+        # Usage counters live in the ledger table, through the ledger adapter's client.
+        usage=usage or _usage_for(ledger),
     )
     started = (clock or system_clock)()
     summary = batcher.drain(context.get_remaining_time_in_millis).to_dict()
@@ -166,6 +178,7 @@ def handler(
     metrics.add_metric(name="BatchesFailed", unit=MetricUnit.Count, value=summary["failedBatches"])
     metrics.add_metric(name="RecordsIndexed", unit=MetricUnit.Count, value=summary["indexed"])
     metrics.add_metric(name="AggregateItemsWritten", unit=MetricUnit.Count, value=summary["aggregateItems"])
+    metrics.add_metric(name="UsageItemsWritten", unit=MetricUnit.Count, value=summary["usageItems"])
     metrics.add_metric(name="DeliveriesSent", unit=MetricUnit.Count, value=summary["deliveriesSent"])
     metrics.add_metric(name="DeliveriesFailed", unit=MetricUnit.Count, value=summary["deliveriesFailed"])
     log = {k: v for k, v in summary.items() if k != "files"}
