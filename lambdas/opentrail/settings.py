@@ -55,6 +55,25 @@ def _text(value: object) -> str:
     return str(value)
 
 
+class TrailsSettings(Settings):
+    """Settings of the functions that need the trails: ``TRAILS``, CloudTrail's JSON shape."""
+
+    trails: str = DEFAULT_TRAILS_JSON
+
+    @field_validator("trails")
+    @classmethod
+    def _valid_trails(cls, value: str) -> str:
+        try:
+            trails_from_json(value)
+        except (TrailError, ValueError) as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    @property
+    def trail_list(self) -> tuple[Trail, ...]:
+        return trails_from_json(self.trails)
+
+
 class IngestSettings(Settings):
     """IngestFunction: PutAuditEvents behind the API."""
 
@@ -72,7 +91,7 @@ class EventBridgeCaptureSettings(Settings):
     buffer_queue_url: str
 
 
-class BatcherSettings(Settings):
+class BatcherSettings(TrailsSettings):
     """BatcherFunction: drains the buffer into CloudTrail log files."""
 
     buffer_queue_url: str
@@ -80,7 +99,6 @@ class BatcherSettings(Settings):
     log_bucket: str
     log_kms_key_arn: str
     ledger_table: str
-    trails: str = DEFAULT_TRAILS_JSON
     max_batch_messages: int = Field(default=90, ge=1, le=99)  # DynamoDB transactions: 100 items
     max_file_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, le=50 * 1024 * 1024)
     time_budget_margin_seconds: int = Field(default=20, ge=1, le=600)
@@ -102,21 +120,8 @@ class BatcherSettings(Settings):
     home_region: str = ""
     account_id: str = ""
 
-    @field_validator("trails")
-    @classmethod
-    def _valid_trails(cls, value: str) -> str:
-        try:
-            trails_from_json(value)
-        except (TrailError, ValueError) as error:
-            raise ValueError(str(error)) from None
-        return value
 
-    @property
-    def trail_list(self) -> tuple[Trail, ...]:
-        return trails_from_json(self.trails)
-
-
-class QuerySettings(Settings):
+class QuerySettings(TrailsSettings):
     """LookupFunction: CloudTrail's query API (LookupEvents) over the history table."""
 
     history_table: str
@@ -129,32 +134,17 @@ class QuerySettings(Settings):
     # The trail operations (DescribeTrails, GetTrail, GetTrailStatus, ...; docs/trails.md):
     # the trails recorded in this region, the log bucket, its KMS key, and the home region
     # (empty: this function's region).
-    trails: str = DEFAULT_TRAILS_JSON
     log_bucket: str = ""
     log_kms_key_arn: str = ""
     home_region: str = ""
 
-    @field_validator("trails")
-    @classmethod
-    def _valid_trails(cls, value: str) -> str:
-        try:
-            trails_from_json(value)
-        except (TrailError, ValueError) as error:
-            raise ValueError(str(error)) from None
-        return value
 
-    @property
-    def trail_list(self) -> tuple[Trail, ...]:
-        return trails_from_json(self.trails)
-
-
-class DigesterSettings(Settings):
+class DigesterSettings(TrailsSettings):
     """DigesterFunction: hourly signed digest files (docs/integrity.md)."""
 
     log_bucket: str
     ledger_table: str
     signing_key_id: str = Field(description="the RSA_2048 SIGN_VERIFY KMS key (ARN, id or alias)")
-    trails: str = DEFAULT_TRAILS_JSON
     # The trails' home region (digest names, trail ARNs); empty: this function's region.
     home_region: str = ""
     # A window [H, H+1h) is digested at H+1h+delay: the delay covers the batcher's longest
@@ -166,19 +156,6 @@ class DigesterSettings(Settings):
     # Catch-up bound per run (windows per trail); later runs continue, nothing is skipped.
     max_windows_per_run: int = Field(default=168, ge=1, le=24 * 31)
     time_budget_margin_seconds: int = Field(default=20, ge=1, le=600)
-
-    @field_validator("trails")
-    @classmethod
-    def _valid_trails(cls, value: str) -> str:
-        try:
-            trails_from_json(value)
-        except (TrailError, ValueError) as error:
-            raise ValueError(str(error)) from None
-        return value
-
-    @property
-    def trail_list(self) -> tuple[Trail, ...]:
-        return trails_from_json(self.trails)
 
 
 class InsightsSettings(Settings):
