@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -199,3 +199,38 @@ class FakeLedger:
     def delete_entries(self, entries: Iterable[Any]) -> None:
         for entry in entries:
             self.entries.pop((entry.pk, entry.sk), None)
+
+
+class FakeDynamoDB:
+    """A DynamoDB client that accepts every write and finds nothing: the real history and
+    trail-state adapters (and the domain work behind them) run, the network does not."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.items_written = 0
+
+    def put_item(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls["PutItem"] += 1
+        self.items_written += 1
+        return {}
+
+    def update_item(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls["UpdateItem"] += 1
+        return {}
+
+    def get_item(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls["GetItem"] += 1
+        return {}
+
+    def query(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls["Query"] += 1
+        return {"Items": []}
+
+    def batch_get_item(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls["BatchGetItem"] += 1
+        return {"Responses": {}, "UnprocessedKeys": {}}
+
+    def batch_write_item(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls["BatchWriteItem"] += 1
+        self.items_written += sum(len(requests) for requests in kwargs.get("RequestItems", {}).values())
+        return {"UnprocessedItems": {}}

@@ -413,6 +413,17 @@ def run_batcher_until_empty(
     """Call the batcher handler (as the schedule would) until the buffer is empty."""
     from opentrail.handlers import batcher
 
+    fakes: dict[str, Any] = {}
+    if not hasattr(ledger, "_ddb"):  # in-memory run: the index and trail status over a fake DynamoDB
+        from benchmarks.fakes import FakeDynamoDB
+        from opentrail.adapters.history import EventHistory
+        from opentrail.adapters.trail_state import TrailStateStore
+
+        dynamodb = FakeDynamoDB()
+        fakes = {
+            "history": EventHistory(settings.history_table, client=dynamodb),
+            "trail_state": TrailStateStore(settings.ledger_table, client=dynamodb),
+        }
     total: dict[str, Any] = {"batches": 0, "messages": 0, "records": 0, "files": [], "runs": 0}
     for _ in range(runs):
         summary = batcher.handler(
@@ -423,6 +434,7 @@ def run_batcher_until_empty(
             ledger=ledger,
             settings=settings,
             clock=clock,
+            **fakes,
         )
         total["runs"] += 1
         for name in ("batches", "messages", "records"):
