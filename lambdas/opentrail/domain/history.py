@@ -327,7 +327,11 @@ def item_size(item: Mapping[str, Any]) -> int:
 
 def write_units(item: Mapping[str, Any]) -> int:
     """Write units of one put: 1 per started KB of item size (at least 1)."""
-    return max(1, -(-item_size(item) // KB))
+    return units_for_size(item_size(item))
+
+
+def units_for_size(size: int) -> int:
+    return max(1, -(-size // KB))
 
 
 # -- building a batch's items -------------------------------------------------------------
@@ -519,9 +523,10 @@ class IndexBuilder:
             DATA_ATTRIBUTE: data,
             TTL_ATTRIBUTE: self._page.newest + self.retention,
         }
+        size = item_size(item)
         self.stats.pages += 1
-        self.stats.page_bytes += item_size(item)
-        self.stats.page_units += write_units(item)
+        self.stats.page_bytes += size
+        self.stats.page_units += units_for_size(size)
         return item
 
     def finish(self) -> list[dict[str, Any]]:
@@ -540,9 +545,10 @@ class IndexBuilder:
                     REFS_ATTRIBUTE: encode_refs(ordered[start : start + self.chunk_refs]),
                     TTL_ATTRIBUTE: minute + self.retention,
                 }
-                units = write_units(item)
+                size = item_size(item)
+                units = units_for_size(size)
                 self.stats.postings += 1
-                self.stats.posting_bytes += item_size(item)
+                self.stats.posting_bytes += size
                 self.stats.posting_units += units
                 if pk.split("#", 2)[1] in ("I", INSIGHT_PREFIX + "I"):
                     self.stats.event_id_units += units
