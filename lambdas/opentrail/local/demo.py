@@ -27,7 +27,6 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -321,18 +320,10 @@ class DemoReport:
 @contextmanager
 def demo_environment() -> Iterator[None]:
     """Set the embedded-AWS environment for the duration; restore the caller's afterwards."""
-    saved = {name: os.environ.get(name) for name in (*_DEMO_ENVIRONMENT, *_REMOVED_ENVIRONMENT)}
-    os.environ.update(_DEMO_ENVIRONMENT)
-    for name in _REMOVED_ENVIRONMENT:
-        os.environ.pop(name, None)
-    try:
+    from opentrail.local.environment import patched_environ
+
+    with patched_environ(_DEMO_ENVIRONMENT, _REMOVED_ENVIRONMENT):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @contextmanager

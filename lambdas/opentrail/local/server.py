@@ -54,6 +54,7 @@ from types import FrameType
 from typing import Any, TextIO
 from urllib.parse import parse_qsl, urlsplit
 
+from opentrail.local.environment import patched_environ
 from opentrail.local.resources import ACCOUNT_ID, BATCHER_TIMEOUT_SECONDS, REGION, LocalResources
 
 DEFAULT_HOST = "127.0.0.1"
@@ -142,18 +143,8 @@ def local_environment(aws_endpoint: str, account_id: str, region: str) -> Iterat
         "AWS_CONFIG_FILE",
         "AWS_SHARED_CREDENTIALS_FILE",
     )
-    saved = {name: os.environ.get(name) for name in (*values, *removed)}
-    os.environ.update(values)
-    for name in removed:
-        os.environ.pop(name, None)
-    try:
+    with patched_environ(values, removed):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def proxy_event(
