@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -198,15 +198,7 @@ class Digester:
                 summary.stopped_by = "time"
                 return False
             files = self.ledger.hour(trail.name, window)
-            for plan in plan_regular(trail, window, files, regular):
-                if plan.source in blocked:
-                    continue
-                try:
-                    regular[plan.source] = self._write(trail, plan, regular.get(plan.source), summary)
-                except ChainConflict as error:
-                    logger.warning("digest chain conflict", extra={"key": plan.key, "error": str(error)})
-                    summary.conflicts += 1
-                    blocked.add(plan.source)
+            self._write_all(trail, plan_regular(trail, window, files, regular), regular, blocked, summary)
             digested_until = window + DIGEST_PERIOD
         summary.windows_behind += len(windows) - len(todo)
 
@@ -217,16 +209,28 @@ class Digester:
             files = self.ledger.hour(trail.name, hour)
             if not files:
                 continue
-            for plan in plan_backfill(trail, hour, files, regular, digested_until=digested_until):
-                if plan.source in blocked:
-                    continue
-                try:
-                    backfill[plan.source] = self._write(trail, plan, backfill.get(plan.source), summary)
-                except ChainConflict as error:
-                    logger.warning("backfill chain conflict", extra={"key": plan.key, "error": str(error)})
-                    summary.conflicts += 1
-                    blocked.add(plan.source)
+            plans = plan_backfill(trail, hour, files, regular, digested_until=digested_until)
+            self._write_all(trail, plans, backfill, blocked, summary)
         return True
+
+    def _write_all(
+        self,
+        trail: TrailTarget,
+        plans: Iterable[DigestPlan],
+        heads: dict[Any, Any],
+        blocked: set[Any],
+        summary: DigestRunSummary,
+    ) -> None:
+        """Write each planned digest onto its chain; a chain that conflicts stops for this run."""
+        for plan in plans:
+            if plan.source in blocked:
+                continue
+            try:
+                heads[plan.source] = self._write(trail, plan, heads.get(plan.source), summary)
+            except ChainConflict as error:
+                logger.warning("digest chain conflict", extra={"key": plan.key, "error": str(error)})
+                summary.conflicts += 1
+                blocked.add(plan.source)
 
     def _close_trail(self, trail: TrailTarget, stop: datetime, summary: DigestRunSummary) -> bool:
         """The final digests of a stopped trail: every window up to the stop, the last one ending
