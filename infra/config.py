@@ -14,7 +14,14 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from opentrail.domain.trail import Trail, TrailError, trail_from_dict, trails_from_list, trails_to_json
+from opentrail.domain.trail import (
+    Trail,
+    TrailError,
+    default_trail_dict,
+    trail_from_dict,
+    trails_from_list,
+    trails_to_json,
+)
 
 CONTEXT_KEY: Final = "opentrail"
 
@@ -151,7 +158,7 @@ class OpenTrailConfig(BaseModel):
     def trail_list(self) -> tuple[Trail, ...]:
         """Every configured trail (validated by load_config)."""
         if self.trails is None:
-            single = {"Name": self.trail_name, "S3KeyPrefix": self.s3_key_prefix}
+            single = default_trail_dict(self.trail_name, self.s3_key_prefix)
             return (trail_from_dict(single, default_log_file_validation=self.log_file_validation),)
         return trails_from_list(self.trails, default_log_file_validation=self.log_file_validation)
 

@@ -425,20 +425,17 @@ class Batcher:
         if bodies is None:
             bodies = [self.log_store.get(file.key) for file in intent.files]
         builder = self.history.builder(intent.batch_id) if self.history is not None else None
-        aggregator = Aggregator() if self.insights is not None else None
+        aggregators = self._aggregators() if self.insights is not None else {}
         counter = UsageCounter(meters_of(self._trails.values())) if self.usage is not None else None
-        seen: set[str] = set()
         pending: list[dict[str, Any]] = []
         for file, body in zip(intent.files, bodies, strict=True):
+            aggregator = aggregators.get(file.trail)  # a trail's Insights analyse its own records
             for line in iter_log_records(_chunks(body)):
                 record = json.loads(line)
                 if counter is not None:
                     counter.add(file.trail, record)
                 if aggregator is not None:
-                    event_id = record.get("eventID")
-                    if event_id not in seen:  # a record in several trails' files counts once
-                        seen.add(event_id)
-                        aggregator.add(record)
+                    aggregator.add(record)
                 if builder is not None and self.history is not None:
                     pending.extend(builder.add(line, record))
                     if len(pending) >= _HISTORY_WRITE:
@@ -448,14 +445,26 @@ class Batcher:
             pending.extend(builder.finish())
             self.history.write(pending)
             summary.indexed += builder.stats.records
-        if aggregator is not None and self.insights is not None:
-            minutes = {scope: aggregator.minutes(scope) for scope in aggregator.scopes()}
+        if aggregators and self.insights is not None:
+            minutes = {
+                (trail, *scope): aggregator.minutes(scope)
+                for trail, aggregator in aggregators.items()
+                for scope in aggregator.scopes()
+            }
             summary.aggregate_items += self.insights.put_aggregates(intent.batch_id, minutes)
         if counter is not None and self.usage is not None:
             # Keyed by the batch: a re-index overwrites these items (never adds to them).
             summary.usage_items += self.usage.put(intent.batch_id, intent.delivered_at, counter.counts())
         if self.history is not None:
             self.history.mark_indexed(intent.batch_id, expires_at=intent.expires_at)
+
+    def _aggregators(self) -> dict[str, Aggregator]:
+        """One Insights aggregator per trail with InsightSelectors, over the categories they name."""
+        return {
+            trail.name: Aggregator(categories=trail.insight_categories)
+            for trail in self._trails.values()
+            if trail.has_insight_selectors
+        }
 
     def _ensure_indexed(self, intent: Intent, summary: DrainSummary) -> None:
         if self.history is None and self.insights is None and self.usage is None:

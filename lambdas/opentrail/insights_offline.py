@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from opentrail.domain.insights import Aggregator, InsightsEngine, Scope, Sensitivity
-from opentrail.domain.insights.aggregates import record_facts
+from opentrail.domain.insights.aggregates import is_analysed, record_facts
 from opentrail.domain.insights.records import minute_time
 from opentrail.domain.log_file import LogFileWriter, log_file_key, unique_string
 from opentrail.domain.record import parse_event_time
@@ -198,7 +198,8 @@ def run_offline(
 ) -> OfflineReport:
     began = time.perf_counter()
     report = OfflineReport()
-    aggregator = Aggregator(include_data_events=include_data_events)
+    categories = frozenset({"Management", "Data"} if include_data_events else {"Management"})
+    aggregator = Aggregator(categories=categories)
     engines: dict[Scope, InsightsEngine] = {}
     writer = InsightsWriter(out)
     since_minute = int(since.timestamp()) // 60 if since else None
@@ -245,7 +246,7 @@ def run_offline(
         report.files += 1
         for record in records:
             report.records += 1
-            if not _analysed(record, include_data_events):
+            if not is_analysed(record, categories):
                 report.skipped += 1
                 continue
             try:
@@ -284,12 +285,6 @@ def run_offline(
     if progress is not None:
         print(f"insights: done, {sum(report.insights.values())} insights", file=progress, flush=True)
     return report
-
-
-def _analysed(record: dict[str, Any], include_data_events: bool) -> bool:
-    from opentrail.domain.insights.aggregates import is_analysed
-
-    return is_analysed(record, include_data_events=include_data_events)
 
 
 def parse_time(text: str) -> datetime:

@@ -15,9 +15,16 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from opentrail.domain.insights import Sensitivity
-from opentrail.domain.trail import DEFAULT_TRAIL_NAME, Trail, TrailError, trails_from_json, trails_to_json
+from opentrail.domain.trail import (
+    Trail,
+    TrailError,
+    default_trail_dict,
+    trail_from_dict,
+    trails_from_json,
+    trails_to_json,
+)
 
-DEFAULT_TRAILS_JSON = trails_to_json([Trail(name=DEFAULT_TRAIL_NAME)])
+DEFAULT_TRAILS_JSON = trails_to_json([trail_from_dict(default_trail_dict())])
 
 
 class SettingsError(RuntimeError):

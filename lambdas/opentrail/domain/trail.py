@@ -18,6 +18,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
+from opentrail.domain.insights.state import CALL_RATE, INSIGHT_TYPES
+
 ReadWriteType = Literal["ReadOnly", "WriteOnly", "All"]
 DEFAULT_TRAIL_NAME: Final = "opentrail"
 MAX_TRAILS: Final = 5
@@ -70,8 +72,6 @@ REQUIRED_FIELDS: Final[dict[str, frozenset[str]]] = {
 EQUALS_ONLY: Final = frozenset({"readOnly", "eventCategory", "resources.type"})
 _FIELD_NAME = re.compile(r"^[\w.|]{1,1000}$")
 
-InsightType = Literal["ApiCallRateInsight", "ApiErrorRateInsight"]
-INSIGHT_TYPES: Final = ("ApiCallRateInsight", "ApiErrorRateInsight")
 _LOG_GROUP_NAME = re.compile(r"^[.\-_/#A-Za-z0-9]{1,512}$")
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
@@ -254,8 +254,16 @@ class AdvancedEventSelector:
 
 @dataclass(frozen=True)
 class InsightSelector:
-    insight_type: InsightType
+    """CloudTrail's two types (ApiCallRateInsight, ApiErrorRateInsight) or OpenTrail's own
+    (UnusualActivityInsight, MissingActivityInsight; docs/insights.md)."""
+
+    insight_type: str
     event_categories: tuple[str, ...] = ()
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """The event categories analysed (CloudTrail's default: management events)."""
+        return self.event_categories or ("Management",)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"InsightType": self.insight_type}
@@ -288,6 +296,15 @@ def _default_selectors() -> tuple[EventSelector, ...]:
     return (EventSelector(),)
 
 
+# Every Insights type on management events: the default trail's Insights (docs/insights.md).
+ALL_INSIGHTS: Final = tuple(InsightSelector(insight_type=kind) for kind in INSIGHT_TYPES)
+
+
+def _read_only_only(selector: AdvancedEventSelector) -> bool:
+    """Does the selector keep read-only events only (readOnly Equals ["true"])?"""
+    return any(f.field == "readOnly" and f.equals == ("true",) for f in selector.field_selectors)
+
+
 @dataclass(frozen=True)
 class Trail:
     name: str = DEFAULT_TRAIL_NAME
@@ -314,6 +331,32 @@ class Trail:
     @property
     def has_insight_selectors(self) -> bool:
         return bool(self.insight_selectors)
+
+    @property
+    def insight_types(self) -> frozenset[str]:
+        return frozenset(s.insight_type for s in self.insight_selectors)
+
+    @property
+    def insight_categories(self) -> frozenset[str]:
+        """The event categories this trail's Insights analyse (empty: no Insights)."""
+        return frozenset(c for s in self.insight_selectors for c in s.categories)
+
+    def logs(self, category: str, *, writes: bool = False) -> bool:
+        """Does some selector of this trail log events of `category` (write events, if `writes`)?"""
+        if self.advanced_event_selectors:
+            return any(
+                s.category == category and not (writes and _read_only_only(s)) for s in self.advanced_event_selectors
+            )
+        if category == "Management":
+            return any(
+                s.include_management_events and not (writes and s.read_write_type == "ReadOnly")
+                for s in self.event_selectors
+            )
+        if category == "Data":
+            return any(
+                s.data_resources and not (writes and s.read_write_type == "ReadOnly") for s in self.event_selectors
+            )
+        return False
 
     def arn(self, home_region: str, account: str) -> str:
         return f"arn:aws:cloudtrail:{home_region}:{account}:trail/{self.name}"
@@ -396,7 +439,7 @@ def trail_from_dict(data: Mapping[str, Any], *, default_log_file_validation: boo
                 f"at most {MAX_DATA_RESOURCES} data resources across all selectors (got {counted}; "
                 "the all-resources values arn:aws:s3, arn:aws:lambda, arn:aws:dynamodb are not counted)",
             )
-    return Trail(
+    trail = Trail(
         name=name,
         s3_key_prefix=prefix,
         event_selectors=basic,
@@ -407,6 +450,23 @@ def trail_from_dict(data: Mapping[str, Any], *, default_log_file_validation: boo
         is_multi_region_trail=_flag(name, data, "IsMultiRegionTrail", True),
         deliveries=_deliveries(name, data.get("Deliveries", {})),
     )
+    _check_insights_input(trail)
+    return trail
+
+
+def _check_insights_input(trail: Trail) -> None:
+    """Insights analyse what the trail logs: a type needs the events it looks at (CloudTrail's
+    InvalidInsightSelectorsException; ApiCallRateInsight looks at write events only)."""
+    for index, selector in enumerate(trail.insight_selectors):
+        writes = selector.insight_type == CALL_RATE
+        for category in selector.categories:
+            if not trail.logs(category, writes=writes):
+                what = f"{'write ' if writes else ''}{category.lower()} events"
+                raise TrailError(
+                    trail.name,
+                    f"InsightSelectors[{index}]",
+                    f"{selector.insight_type} on {category} events needs the trail to log {what}",
+                )
 
 
 def _flag(trail: str, data: Mapping[str, Any], key: str, default: bool) -> bool:
@@ -556,6 +616,8 @@ def _insight_selectors(trail: str, raw: Any) -> tuple[InsightSelector, ...]:
         categories = item.get("EventCategories", [])
         if not isinstance(categories, list) or not set(categories) <= {"Management", "Data"}:
             raise TrailError(trail, f"{where}.EventCategories", "may list only Management and Data")
+        if len(set(categories)) != len(categories):
+            raise TrailError(trail, f"{where}.EventCategories", "each category at most once")
         selectors.append(InsightSelector(insight_type=item["InsightType"], event_categories=tuple(categories)))
     types = [s.insight_type for s in selectors]
     if len(set(types)) != len(types):
@@ -589,6 +651,15 @@ def _deliveries(trail: str, raw: Any) -> Deliveries:
     if not isinstance(bridge, bool):
         raise TrailError(trail, "Deliveries.EventBridge", "must be true or false")
     return Deliveries(cloud_watch_logs=group, event_bridge=bridge, sns_topic=topic)
+
+
+def default_trail_dict(name: str = DEFAULT_TRAIL_NAME, s3_key_prefix: str | None = None) -> dict[str, Any]:
+    """The trail a deployment has without a ``trails`` list: every management event, every
+    Insights type (docs/trails.md)."""
+    data: dict[str, Any] = {"Name": name, "InsightSelectors": [s.to_dict() for s in ALL_INSIGHTS]}
+    if s3_key_prefix is not None:
+        data["S3KeyPrefix"] = s3_key_prefix
+    return data
 
 
 def trails_from_list(data: Any, *, default_log_file_validation: bool = True) -> tuple[Trail, ...]:

@@ -202,8 +202,12 @@ def apis_from_dict(data: Mapping[str, Any]) -> MinuteApis:
 # -- records --------------------------------------------------------------------------------
 
 
-def is_analysed(record: Mapping[str, Any], *, include_data_events: bool = False) -> bool:
-    """Management events (CloudTrail Insights' input); data events only when asked.
+MANAGEMENT_ONLY: Final = frozenset({"Management"})
+
+
+def is_analysed(record: Mapping[str, Any], categories: frozenset[str] = MANAGEMENT_ONLY) -> bool:
+    """Is the record in one of the analysed `categories` (Management, Data)? CloudTrail
+    Insights analyse management events unless a selector's EventCategories names Data.
 
     Records older than eventVersion 1.06/1.07 carry neither ``managementEvent`` nor
     ``eventCategory``: they are management events unless marked otherwise.
@@ -212,8 +216,8 @@ def is_analysed(record: Mapping[str, Any], *, include_data_events: bool = False)
         return False
     category = record.get("eventCategory")
     if category == "Data" or record.get("managementEvent") is False:
-        return include_data_events
-    return category in (None, "Management")
+        return "Data" in categories
+    return category in (None, "Management") and "Management" in categories
 
 
 def principal_arn(record: Mapping[str, Any]) -> str:
@@ -286,15 +290,15 @@ class Aggregator:
     so memory holds only the minutes still open (bounded by the allowed lateness).
     """
 
-    def __init__(self, *, include_data_events: bool = False) -> None:
-        self.include_data_events = include_data_events
+    def __init__(self, *, categories: frozenset[str] = MANAGEMENT_ONLY) -> None:
+        self.categories = categories  # the event categories analysed (see `is_analysed`)
         self._minutes: dict[Scope, dict[int, MinuteApis]] = {}
         self.records = 0  # analysed records folded in
         self.skipped = 0  # not analysed (data events, Insights events)
         self.invalid = 0  # records without eventTime/eventSource/eventName
 
     def add(self, record: Mapping[str, Any]) -> RecordFacts | None:
-        if not is_analysed(record, include_data_events=self.include_data_events):
+        if not is_analysed(record, self.categories):
             self.skipped += 1
             return None
         try:
