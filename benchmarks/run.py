@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/run.py            # full run (a few minutes); `make bench`
     .venv/bin/python benchmarks/run.py --quick    # small sizes, < 60 s: checks the script works
     .venv/bin/python benchmarks/run.py --json out.json --profile
+    .venv/bin/python benchmarks/run.py --only batcher --profile   # the batcher's CPU sections alone
 
 Everything runs in-process: handlers are called as Python functions, AWS is moto (or
 in-memory fakes where moto would measure itself). docs/benchmarks.md explains the method,
@@ -997,6 +998,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (< 60 s): check that the script works")
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     parser.add_argument("--profile", action="store_true", help="print cProfile tops of the ingest and batcher runs")
+    parser.add_argument(
+        "--only",
+        choices=("batcher",),
+        help="run only these sections: batcher = 2a (domain split and handler with in-memory fakes)",
+    )
     parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--probe-mode", default="rss", help=argparse.SUPPRESS)
     parser.add_argument("--probe-bundle", type=int, default=EVENTS_PER_CALL, help=argparse.SUPPRESS)
@@ -1032,6 +1038,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         ("6 memory (subprocesses)", lambda: bench_memory(results, sizes["memory_events"])),
     ]
+    if args.only == "batcher":
+        steps = [step for step in steps if step[0].startswith("2a ")]
     e2e: dict[str, dict[str, Any]] = {}
     for name, step in steps:
         started = time.perf_counter()
@@ -1039,7 +1047,8 @@ def main(argv: list[str] | None = None) -> int:
         step()
         print(f" ({time.perf_counter() - started:.1f} s)", flush=True)
     report_end_to_end(results, e2e)
-    report_costs(results)
+    if args.only is None:
+        report_costs(results)
     print()
     print_table(results)
     print_assumptions(results)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack, Token
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -20,7 +20,14 @@ from infra.function import BATCHER_HANDLER, create_function, retention
 from infra.insights import InsightsStore
 from infra.log_archive import LogArchive
 from infra.nag import acknowledge, acknowledge_kms_grants
-from infra.trails import bucket_arn_token, home_region_setting, key_patterns, region_trails, stack_region
+from infra.trails import (
+    bucket_arn_token,
+    grant_log_streams,
+    home_region_setting,
+    key_patterns,
+    region_trails,
+    stack_region,
+)
 from opentrail.domain.trail import Trail, trails_to_json
 from opentrail.settings import BatcherSettings
 
@@ -184,7 +191,6 @@ class Batcher(Construct):
                     },
                 )
             )
-        group_arns: list[str] = []
         for index, name in enumerate(groups):
             if home:
                 group = logs.LogGroup(
@@ -196,23 +202,13 @@ class Batcher(Construct):
                     removal_policy=RemovalPolicy.RETAIN,  # audit records outlive the stack
                 )
                 self.trail_log_groups[name] = group
-            arn = stack.format_arn(
-                service="logs",
-                region=home_region,
-                resource="log-group",
-                resource_name=name,
-                arn_format=ArnFormat.COLON_RESOURCE_NAME,
-            )
-            group_arns += [arn, f"{arn}:log-stream:*"]
-        if group_arns:
-            self.function.add_to_role_policy(
-                iam.PolicyStatement(
-                    sid="TrailCloudWatchLogs",
-                    actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                    resources=group_arns,
-                )
-            )
-            self._acknowledge_log_streams(groups, home_region)
+        grant_log_streams(
+            self.function,
+            groups,
+            home_region,
+            "The batcher creates streams <account>_CloudTrail_<region> per recorded account and region, "
+            "in this trail's own log group only.",
+        )
         topic_arns: list[str] = []
         for index, name in enumerate(topics):
             if home:
@@ -236,23 +232,3 @@ class Batcher(Construct):
                     resources=[stack.format_arn(service="events", resource="event-bus", resource_name="default")],
                 )
             )
-
-    def _acknowledge_log_streams(self, groups: list[str], home_region: str) -> None:
-        stack = Stack.of(self)
-
-        def shown(value: str, placeholder: str) -> str:  # how cdk-nag prints a pseudo parameter
-            return placeholder if Token.is_unresolved(value) else value
-
-        partition = shown(stack.partition, "<AWS::Partition>")
-        region = shown(home_region, "<AWS::Region>")
-        account = shown(stack.account, "<AWS::AccountId>")
-        acknowledge(
-            self.function.role or self.function,
-            {
-                f"AwsSolutions-IAM5[Resource::arn:{partition}:logs:{region}:{account}:log-group:{name}:log-stream:*]": (
-                    "The batcher creates streams <account>_CloudTrail_<region> per recorded account and region, "
-                    "in this trail's own log group only."
-                )
-                for name in groups
-            },
-        )

@@ -1,5 +1,7 @@
 """Insights: the Insights table and the scheduled InsightsFunction (docs/insights.md, "Live").
 
+Both exist only in the regions where some trail has InsightSelectors (`insight_trails`).
+
 * ``InsightsTable`` (`InsightsStore` construct): pk/sk strings, on-demand, PITR, SSE-KMS with the
   project key, TTL ``expiresAt``, retained. The batcher writes the minute aggregates into it
   (PutItem/BatchWriteItem on leading keys ``M#*`` only); the InsightsFunction reads them and
@@ -8,8 +10,10 @@
 * ``InsightsFunction``: `InsightsSettings` environment, ``rate(insightsScheduleMinutes)``
   with ``{"action": "scheduled"}``; grants: the Insights table (read/write), the history table
   (BatchWriteItem/PutItem on the Insights key space and record pages only), ``s3:PutObject`` /
-  ``s3:GetObject`` on ``[prefix/]AWSLogs/*/CloudTrail-Insight/*``, the project key, and
-  ``events:PutEvents`` on the account's default bus when ``insightsEventBridge`` is on.
+  ``s3:GetObject`` on ``[prefix/]AWSLogs/*/CloudTrail-Insight/*`` of the Insights trails'
+  prefixes, the project key, the trail state items of the ledger (logging state; delivery
+  status), ``events:PutEvents`` on the account's default bus when ``insightsEventBridge`` is on
+  or an Insights trail has ``Deliveries.EventBridge``, and the Insights trails' log groups.
 """
 
 from __future__ import annotations
@@ -27,9 +31,12 @@ from constructs import Construct
 from infra.config import OpenTrailConfig
 from infra.function import create_function
 from infra.log_archive import LogArchive
-from infra.nag import acknowledge, acknowledge_kms_grants, arn_token
+from infra.nag import acknowledge, acknowledge_kms_grants
+from infra.trails import bucket_arn_token, grant_log_streams, home_region_setting, key_patterns, region_trails
 from opentrail.adapters.insights_store import AGGREGATE_PREFIX
+from opentrail.adapters.trail_state import TRAIL_STATE_PK
 from opentrail.domain.history import INSIGHT_PREFIX, PAGE_CODE
+from opentrail.domain.trail import Trail, trails_to_json
 from opentrail.settings import InsightsSettings
 
 INSIGHTS_HANDLER: Final = "opentrail.handlers.insights.handler"
@@ -52,12 +59,9 @@ AGGREGATE_WRITE_ACTIONS: Final = ("dynamodb:PutItem", "dynamodb:BatchWriteItem")
 HISTORY_LEADING_KEYS: Final = (f"{PAGE_CODE}#*", f"*#{INSIGHT_PREFIX}*")
 
 
-def insight_objects(config: OpenTrailConfig) -> str:
-    return (
-        f"{config.s3_key_prefix}/AWSLogs/*/CloudTrail-Insight/*"
-        if config.s3_key_prefix
-        else "AWSLogs/*/CloudTrail-Insight/*"
-    )
+def insight_trails(scope: Construct, config: OpenTrailConfig) -> tuple[Trail, ...]:
+    """The trails recording in this stack's region that have InsightSelectors."""
+    return tuple(trail for trail in region_trails(scope, config) if trail.has_insight_selectors)
 
 
 class InsightsStore(Construct):
@@ -104,10 +108,14 @@ class Insights(Construct):
         store: InsightsStore,
         archive: LogArchive,
         history: dynamodb.ITable,
+        ledger: dynamodb.ITable,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         table = store.table
+        trails = region_trails(self, config)
+        analysed = insight_trails(self, config)
+        event_bridge = config.insights_event_bridge or any(t.deliveries.event_bridge for t in analysed)
 
         self.function = create_function(
             self,
@@ -120,9 +128,12 @@ class Insights(Construct):
                 history_retention_days=config.history_retention_days,
                 log_bucket=archive.bucket.bucket_name,
                 log_kms_key_arn=archive.log_key.key_arn,  # the home region's key in other regions
-                s3_key_prefix=config.s3_key_prefix or "",
+                trails=trails_to_json(trails),
+                ledger_table=ledger.table_name,
+                home_region=home_region_setting(self, config),
                 sensitivity=config.insights_sensitivity,
-                event_bus=DEFAULT_EVENT_BUS if config.insights_event_bridge else "",
+                event_bus=DEFAULT_EVENT_BUS if event_bridge else "",
+                event_bridge_all=config.insights_event_bridge,
             ),
             description="OpenTrail Insights: analyses minute aggregates, delivers CloudTrail Insights events",
             timeout=Duration.seconds(TIMEOUT_SECONDS),
@@ -145,16 +156,32 @@ class Insights(Construct):
         if archive.log_key is not archive.key:  # a non-home region writes with the home region's key
             archive.log_key.grant_encrypt_decrypt(self.function)
         acknowledge_kms_grants(self.function.role or self.function)
-        objects = insight_objects(config)
+        objects = key_patterns(analysed, "*/CloudTrail-Insight/*")
         self.function.add_to_role_policy(
             iam.PolicyStatement(
                 sid="WriteInsightsFiles",
                 # Put a file with If-None-Match; Get(Head) to recognise a retried put's own file.
                 actions=["s3:PutObject", "s3:GetObject"],
-                resources=[archive.bucket.arn_for_objects(objects)],
+                resources=[archive.bucket.arn_for_objects(pattern) for pattern in objects],
             )
         )
-        if config.insights_event_bridge:
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="TrailState",
+                # The trails' logging state (StopLogging pauses their Insights) and delivery status.
+                actions=["dynamodb:Query", "dynamodb:UpdateItem"],
+                resources=[ledger.table_arn],
+                conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [TRAIL_STATE_PK]}},
+            )
+        )
+        grant_log_streams(
+            self.function,
+            sorted({t.deliveries.cloud_watch_logs for t in analysed if t.deliveries.cloud_watch_logs}),
+            config.home or stack.region,
+            "The Insights function creates streams <account>_CloudTrail_<region> per analysed account and "
+            "region, in its trails' own log groups only.",
+        )
+        if event_bridge:
             self.function.add_to_role_policy(
                 iam.PolicyStatement(
                     sid="SendInsightsEvents",
@@ -176,8 +203,9 @@ class Insights(Construct):
         acknowledge(
             self.function.role or self.function,
             {
-                f"AwsSolutions-IAM5[Resource::{arn_token(archive.bucket)}/{objects}]": "Insights file keys are "
-                "generated per delivery (account, region, date); the grant covers only the CloudTrail-Insight "
-                "folders of the log bucket.",
+                f"AwsSolutions-IAM5[Resource::{bucket_arn_token(archive.bucket)}/{pattern}]": "Insights file keys "
+                "are generated per delivery (account, region, date); the grant covers only the CloudTrail-Insight "
+                "folders of the Insights trails' prefixes in the log bucket."
+                for pattern in objects
             },
         )

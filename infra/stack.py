@@ -13,7 +13,7 @@ from infra.capture import Capture
 from infra.config import OpenTrailConfig
 from infra.extensions import OpenTrailExtensions
 from infra.history import History
-from infra.insights import Insights, InsightsStore
+from infra.insights import Insights, InsightsStore, insight_trails
 from infra.integrity import Integrity
 from infra.log_archive import LogArchive
 from infra.trails import stack_region
@@ -31,7 +31,9 @@ class OpenTrailStack(OpenTrailExtensions, Stack):
         self.log_archive = LogArchive(self, "LogArchive", config=config, home=self.home)
         self.buffer = Buffer(self, "Buffer", config=config, key=self.log_archive.key)
         self.capture = Capture(self, "Capture", config=config, buffer=self.buffer, key=self.log_archive.key)
-        self.insights_store = InsightsStore(self, "InsightsStore", key=self.log_archive.key)
+        # Insights (docs/insights.md): only where some trail has InsightSelectors.
+        has_insights = bool(insight_trails(self, config))
+        self.insights_store = InsightsStore(self, "InsightsStore", key=self.log_archive.key) if has_insights else None
         self.batcher = Batcher(
             self, "Batcher", config=config, buffer=self.buffer, archive=self.log_archive, insights=self.insights_store
         )
@@ -47,13 +49,18 @@ class OpenTrailStack(OpenTrailExtensions, Stack):
             log_kms_key_arn=self.log_archive.log_key.key_arn,
         )
 
-        self.insights = Insights(
-            self,
-            "Insights",
-            config=config,
-            store=self.insights_store,
-            archive=self.log_archive,
-            history=self.batcher.history,
+        self.insights = (
+            Insights(
+                self,
+                "Insights",
+                config=config,
+                store=self.insights_store,
+                archive=self.log_archive,
+                history=self.batcher.history,
+                ledger=self.batcher.ledger,
+            )
+            if self.insights_store is not None
+            else None
         )
 
         self.integrity = (
@@ -86,15 +93,16 @@ class OpenTrailStack(OpenTrailExtensions, Stack):
             "LedgerTableName": (self.batcher.ledger.table_name, "Delivery ledger table"),
             "ChannelArn": (self.capture.channel_arn, "channelArn to pass to PutAuditEvents"),
             "BatcherFunctionName": (self.batcher.function.function_name, "The scheduled batcher function"),
-            "InsightsFunctionName": (
+        }
+        if self.insights is not None and self.insights_store is not None:
+            outputs["InsightsFunctionName"] = (
                 self.insights.function.function_name,
                 'The scheduled Insights function (invoke with {"action": "analyse"} to run it now)',
-            ),
-            "InsightsTableName": (
+            )
+            outputs["InsightsTableName"] = (
                 self.insights_store.table.table_name,
                 "Insights aggregates, baselines, open insights",
-            ),
-        }
+            )
         if self.integrity is not None:
             outputs["DigestSigningKeyArn"] = (
                 self.integrity.signing_key.key_arn,

@@ -3,12 +3,16 @@ the key patterns their grants cover, and how cdk-nag names the (possibly importe
 
 from __future__ import annotations
 
-from aws_cdk import Stack, Token
+from collections.abc import Sequence
+
+from aws_cdk import ArnFormat, Stack, Token
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.config import OpenTrailConfig
-from infra.nag import arn_token
+from infra.nag import acknowledge, arn_token
 from opentrail.domain.trail import Trail
 
 
@@ -38,3 +42,38 @@ def key_patterns(trails: tuple[Trail, ...], folder: str) -> list[str]:
 def bucket_arn_token(bucket: s3.IBucket) -> str:
     """How cdk-nag prints the bucket's ARN in a finding id (imported buckets included)."""
     return arn_token(bucket)
+
+
+def grant_log_streams(function: lambda_.IFunction, groups: Sequence[str], home_region: str, reason: str) -> None:
+    """Let `function` create streams in and put events into the trails' log `groups` (in the
+    home region); cdk-nag's finding on the stream wildcard is acknowledged with `reason`."""
+    if not groups:
+        return
+    stack = Stack.of(function)
+    arns: list[str] = []
+    for name in groups:
+        arn = stack.format_arn(
+            service="logs",
+            region=home_region,
+            resource="log-group",
+            resource_name=name,
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        arns += [arn, f"{arn}:log-stream:*"]
+    function.add_to_role_policy(
+        iam.PolicyStatement(
+            sid="TrailCloudWatchLogs", actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=arns
+        )
+    )
+
+    def shown(value: str, placeholder: str) -> str:  # how cdk-nag prints a pseudo parameter
+        return placeholder if Token.is_unresolved(value) else value
+
+    partition = shown(stack.partition, "<AWS::Partition>")
+    region = shown(home_region, "<AWS::Region>")
+    account = shown(stack.account, "<AWS::AccountId>")
+    streams = f"arn:{partition}:logs:{region}:{account}:log-group:{{}}:log-stream:*"
+    acknowledge(
+        function.role or function,
+        {f"AwsSolutions-IAM5[Resource::{streams.format(name)}]": reason for name in groups},
+    )

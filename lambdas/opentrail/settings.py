@@ -165,22 +165,27 @@ class DigesterSettings(TrailsSettings):
     time_budget_margin_seconds: int = Field(default=20, ge=1, le=600)
 
 
-class InsightsSettings(Settings):
-    """InsightsFunction: analyses the batcher's minute aggregates, delivers Insights events
-    (docs/insights.md, "Live")."""
+class InsightsSettings(TrailsSettings):
+    """InsightsFunction: analyses the batcher's minute aggregates of each trail with
+    InsightSelectors, delivers Insights events (docs/insights.md, "Live" and "Per trail")."""
 
     insights_table: str
     history_table: str
     history_retention_days: int = Field(default=90, ge=1, le=3650)
     log_bucket: str
     log_kms_key_arn: str
-    # The trail's S3KeyPrefix (empty: none): Insights files go to [prefix/]AWSLogs/<account>/CloudTrail-Insight/.
-    s3_key_prefix: str = ""
+    # The trails' logging state and delivery status (empty: every trail logging, no status kept).
+    ledger_table: str = ""
+    # Where the trails' CloudWatch Logs groups are (empty: this function's region).
+    home_region: str = ""
     # low | medium | high, then single knobs as a JSON object, e.g. {"rate_sigma": 5} (Sensitivity).
     sensitivity: str = "medium"
     sensitivity_overrides: str = "{}"
     # The EventBridge bus receiving "AWS Insight via CloudTrail" events; empty: none sent.
     event_bus: str = "default"
+    # True: every trail's Insights events go to `event_bus`; false: only those of the trails with
+    # Deliveries.EventBridge (the insightsEventBridge knob).
+    event_bridge_all: bool = True
     # A minute is analysed once this many minutes have passed after its end: covers the time
     # from an API call to its batch being delivered (capture + buffer + batcher schedule).
     settle_minutes: int = Field(default=10, ge=1, le=120)

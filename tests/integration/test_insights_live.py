@@ -306,7 +306,7 @@ class CrashingStore(InsightsStore):
 
     def _write_chunks_only(self, scope: Any, kwargs: dict[str, Any]) -> None:
         """The chunks of a commit that never got its head: written, never referenced."""
-        pk, sk = f"STATE#{scope[0]}#{scope[1]}", "9999999999#orphan#000"
+        pk, sk = "STATE#" + "#".join(scope), "9999999999#orphan#000"
         self._write([{"PutRequest": {"Item": {"pk": {"S": pk}, "sk": {"S": sk}, "d": {"B": b"x"}}}}])
 
 
@@ -368,7 +368,7 @@ def test_live_concurrent_runs_emit_once(live: Live) -> None:
     live.analyse(at=SPIKE - timedelta(minutes=1))
     store = InsightsStore(live.resources.insights_table, client=live.ddb)
     stale = store.heads()  # what a second run read before the first one committed
-    stale_state = store.load(stale[(A1, "us-east-1")])
+    stale_state = store.load(stale[("opentrail", A1, "us-east-1")])
 
     class StaleStore(InsightsStore):
         def heads(self) -> Any:
@@ -425,7 +425,7 @@ def test_live_batcher_crash_before_marker_rebuilds_aggregates_without_double_cou
     assert live.aggregate_items() == written
     store = InsightsStore(live.resources.insights_table, client=live.ddb)
     minute = int(SPIKE.timestamp() // 60)
-    merged = store.read_aggregates(minute, minute)[(A1, "us-east-1")][minute]
+    merged = store.read_aggregates(minute, minute)[("opentrail", A1, "us-east-1")][minute]
     assert merged[("ec2.amazonaws.com", "RunInstances")].calls == 50 + (1 if minute % 2 == 0 else 0)
     assert merged[("ec2.amazonaws.com", "RunInstances")].writers.to_dict() == {
         f"arn:aws:sts::{A1}:assumed-role/ci/*": 50 + (1 if minute % 2 == 0 else 0)
@@ -439,7 +439,7 @@ def test_live_batcher_crash_before_marker_rebuilds_aggregates_without_double_cou
 def test_store_commit_is_conditional_and_keeps_state(live: Live) -> None:
     store = InsightsStore(live.resources.insights_table, client=live.ddb)
     now = T0
-    scope = (A1, "us-east-1")
+    scope = ("opentrail", A1, "us-east-1")
     noise = random.Random(1)
     engine = {"v": 1, "l": 10, "big": "".join(noise.choice("abcdefghij") for _ in range(900_000))}  # > 1 chunk
     head = store.commit(scope, previous=None, engine=engine, pending=[], now=now, ttl_days=35, lease_seconds=60)

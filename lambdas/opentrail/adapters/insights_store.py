@@ -2,13 +2,18 @@
 
 docs/insights.md ("Live") describes the items and the crash-safety argument. In short:
 
+Every item belongs to a *trail scope* (trail, account, region): each trail with InsightSelectors
+has its own aggregates (of the records it logs) and its own engine state (docs/trails.md).
+
 * aggregate (written by the batcher): pk ``M#<YYYYMMDDHHmm>`` (the event minute), sk
-  ``<account>#<region>#<batch ref>#<part>``; ``d`` = zlib JSON of ``apis_to_dict``,
+  ``<trail>#<account>#<region>#<batch ref>#<part>``; ``d`` = zlib JSON of ``apis_to_dict``,
   ``expiresAt`` = the minute + 3 days;
-* scope head: pk ``SCOPE``, sk ``<account>#<region>``; ``version``, ``nonce``, ``chunks``,
-  ``lastMinute``, ``pending``, ``committedAt``, ``leaseUntil``, ``expiresAt``;
-* state chunk: pk ``STATE#<account>#<region>``, sk ``<version, 10 digits>#<nonce>#<n, 3 digits>``;
-  ``d`` = a slice of zlib JSON ``{"engine": ..., "pending": [records]}``, ``expiresAt``.
+* scope head: pk ``SCOPE``, sk ``<trail>#<account>#<region>``; ``version``, ``nonce``,
+  ``chunks``, ``lastMinute``, ``pending``, ``committedAt``, ``leaseUntil``, ``expiresAt``;
+* state chunk: pk ``STATE#<trail>#<account>#<region>``, sk ``<version, 10 digits>#<nonce>#<n, 3
+  digits>``; ``d`` = a slice of zlib JSON ``{"engine": ..., "pending": [records]}``, ``expiresAt``.
+
+Trail names never contain ``#`` (``[A-Za-z0-9._-]``), so the keys split unambiguously.
 
 * Aggregate keys depend only on the batch id and the batch's records: a rebuilt or retried batch
   overwrites its own items, it never adds to them.
@@ -35,7 +40,9 @@ from typing import Any, Final
 import boto3
 from botocore.exceptions import ClientError
 
-from opentrail.domain.insights.aggregates import MinuteApis, Scope, apis_from_dict, apis_to_dict, merge_minutes
+from opentrail.domain.insights.aggregates import MinuteApis, apis_from_dict, apis_to_dict, merge_minutes
+
+TrailScope = tuple[str, str, str]  # (trail, account, region): what one engine analyses
 
 AGGREGATE_TTL_DAYS: Final = 3
 AGGREGATE_PREFIX: Final = "M#"
@@ -81,11 +88,21 @@ def _pack(apis: MinuteApis) -> list[bytes]:
     return pack(sorted(apis_to_dict(apis).items()))
 
 
-def aggregate_items(batch_id: str, minutes: Mapping[Scope, Mapping[int, MinuteApis]]) -> list[dict[str, Any]]:
+def _scope_key(scope: TrailScope) -> str:
+    return "#".join(scope)
+
+
+def _split_scope(text: str) -> tuple[TrailScope, str]:
+    """``<trail>#<account>#<region>[#rest]`` -> ((trail, account, region), rest)."""
+    trail, account, region, *rest = text.split("#", 3)
+    return (trail, account, region), (rest[0] if rest else "")
+
+
+def aggregate_items(batch_id: str, minutes: Mapping[TrailScope, Mapping[int, MinuteApis]]) -> list[dict[str, Any]]:
     """The aggregate items of one batch (deterministic: same batch, same items)."""
     ref = batch_ref(batch_id)
     items: list[dict[str, Any]] = []
-    for (account, region), by_minute in sorted(minutes.items()):
+    for scope, by_minute in sorted(minutes.items()):
         for minute, apis in sorted(by_minute.items()):
             if not apis:
                 continue
@@ -94,7 +111,7 @@ def aggregate_items(batch_id: str, minutes: Mapping[Scope, Mapping[int, MinuteAp
                 items.append(
                     {
                         "pk": AGGREGATE_PREFIX + minute_text(minute),
-                        "sk": f"{account}#{region}#{ref}#{part:02d}",
+                        "sk": f"{_scope_key(scope)}#{ref}#{part:02d}",
                         "d": data,
                         "expiresAt": expires,
                     }
@@ -132,7 +149,7 @@ def _dump(item: Mapping[str, Any]) -> dict[str, Any]:
 class Head:
     """A scope's committed state: where its chunks are and what is still to deliver."""
 
-    scope: Scope
+    scope: TrailScope
     version: int
     nonce: str
     chunks: int
@@ -144,16 +161,16 @@ class Head:
     @property
     def seed(self) -> str:
         """Names this commit's deliveries (S3 file, history batch): the same on every retry."""
-        account, region = self.scope
-        return f"insights/{account}/{region}/{self.version}/{self.nonce}"
+        trail, account, region = self.scope
+        return f"insights/{trail}/{account}/{region}/{self.version}/{self.nonce}"
 
     def chunk_keys(self) -> list[dict[str, Any]]:
         pk = _state_pk(self.scope)
         return [{"pk": {"S": pk}, "sk": {"S": _chunk_sk(self.version, self.nonce, n)}} for n in range(self.chunks)]
 
 
-def _state_pk(scope: Scope) -> str:
-    return f"{STATE_PREFIX}{scope[0]}#{scope[1]}"
+def _state_pk(scope: TrailScope) -> str:
+    return STATE_PREFIX + _scope_key(scope)
 
 
 def _chunk_sk(version: int, nonce: str, n: int) -> str:
@@ -161,10 +178,10 @@ def _chunk_sk(version: int, nonce: str, n: int) -> str:
 
 
 def _head_from_item(item: Mapping[str, Any]) -> Head:
-    account, region = item["sk"]["S"].split("#", 1)
+    scope, _ = _split_scope(item["sk"]["S"])
     last = item.get("lastMinute", {}).get("N")
     return Head(
-        scope=(account, region),
+        scope=scope,
         version=int(item["version"]["N"]),
         nonce=item["nonce"]["S"],
         chunks=int(item["chunks"]["N"]),
@@ -191,7 +208,7 @@ class InsightsStore:
 
     # -- the batcher's side -------------------------------------------------------------
 
-    def put_aggregates(self, batch_id: str, minutes: Mapping[Scope, Mapping[int, MinuteApis]]) -> int:
+    def put_aggregates(self, batch_id: str, minutes: Mapping[TrailScope, Mapping[int, MinuteApis]]) -> int:
         """Write one batch's partial aggregates (idempotent); returns the number of items."""
         items = aggregate_items(batch_id, minutes)
         self._write([{"PutRequest": {"Item": _dump(item)}} for item in items])
@@ -201,21 +218,21 @@ class InsightsStore:
 
     # -- the Insights function's side -----------------------------------------------------
 
-    def read_aggregates(self, first_minute: int, last_minute: int) -> dict[Scope, dict[int, MinuteApis]]:
-        """Merged aggregates per scope and minute for minutes first..last (inclusive)."""
-        out: dict[Scope, dict[int, MinuteApis]] = {}
+    def read_aggregates(self, first_minute: int, last_minute: int) -> dict[TrailScope, dict[int, MinuteApis]]:
+        """Merged aggregates per trail scope and minute for minutes first..last (inclusive)."""
+        out: dict[TrailScope, dict[int, MinuteApis]] = {}
         for minute in range(first_minute, last_minute + 1):
-            parts: dict[Scope, list[MinuteApis]] = {}
+            parts: dict[TrailScope, list[MinuteApis]] = {}
             for item in self._query(AGGREGATE_PREFIX + minute_text(minute)):
-                account, region, _ = item["sk"]["S"].split("#", 2)
+                scope, _ = _split_scope(item["sk"]["S"])
                 data = json.loads(zlib.decompress(bytes(item["d"]["B"])))
-                parts.setdefault((account, region), []).append(apis_from_dict(data))
+                parts.setdefault(scope, []).append(apis_from_dict(data))
             for scope, found in parts.items():
                 out.setdefault(scope, {})[minute] = merge_minutes(found)
         return out
 
-    def heads(self) -> dict[Scope, Head]:
-        heads: dict[Scope, Head] = {}
+    def heads(self) -> dict[TrailScope, Head]:
+        heads: dict[TrailScope, Head] = {}
         for item in self._query(HEAD_PK, consistent=True):
             head = _head_from_item(item)
             heads[head.scope] = head
@@ -250,7 +267,7 @@ class InsightsStore:
 
     def commit(
         self,
-        scope: Scope,
+        scope: TrailScope,
         *,
         previous: Head | None,
         engine: Mapping[str, Any],
@@ -283,7 +300,7 @@ class InsightsStore:
         )
         item: dict[str, Any] = {
             "pk": HEAD_PK,
-            "sk": f"{scope[0]}#{scope[1]}",
+            "sk": _scope_key(scope),
             "version": version,
             "nonce": nonce,
             "chunks": len(parts),
@@ -342,7 +359,7 @@ class InsightsStore:
             self.requests["DeleteItem"] += 1
             self._ddb.delete_item(
                 TableName=self.table,
-                Key={"pk": {"S": HEAD_PK}, "sk": {"S": f"{head.scope[0]}#{head.scope[1]}"}},
+                Key={"pk": {"S": HEAD_PK}, "sk": {"S": _scope_key(head.scope)}},
                 ConditionExpression="version = :v AND nonce = :n AND pending = :zero",
                 ExpressionAttributeValues={
                     ":v": {"N": str(head.version)},
@@ -364,7 +381,7 @@ class InsightsStore:
             self.requests["UpdateItem"] += 1
             self._ddb.update_item(
                 TableName=self.table,
-                Key={"pk": {"S": HEAD_PK}, "sk": {"S": f"{head.scope[0]}#{head.scope[1]}"}},
+                Key={"pk": {"S": HEAD_PK}, "sk": {"S": _scope_key(head.scope)}},
                 UpdateExpression=update,
                 ConditionExpression=condition,
                 ExpressionAttributeValues={**values, ":v": {"N": str(head.version)}, ":n": {"S": head.nonce}},

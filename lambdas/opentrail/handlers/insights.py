@@ -17,10 +17,12 @@ from typing import Any
 import boto3
 from aws_lambda_powertools.metrics import MetricUnit
 
+from opentrail.adapters.deliveries import CloudWatchLogsSender
 from opentrail.adapters.events import InsightEvents
 from opentrail.adapters.history import EventHistory
 from opentrail.adapters.insights_store import InsightsStore
 from opentrail.adapters.log_store import LogStore
+from opentrail.adapters.trail_state import TrailStateStore
 from opentrail.domain.clock import Clock, system_clock
 from opentrail.handlers._common import logger, metrics, tracer
 from opentrail.insights_live import InsightsRunner
@@ -42,15 +44,23 @@ def runner_for(
     log_store: LogStore | None = None,
     history: EventHistory | None = None,
     events: InsightEvents | None = None,
+    trail_state: TrailStateStore | None = None,
+    logs: CloudWatchLogsSender | None = None,
     dynamodb_client: Any = None,
     s3_client: Any = None,
     events_client: Any = None,
+    logs_client: Any = None,
 ) -> InsightsRunner:
     """The runner with the adapters `settings` name (each replaceable, e.g. by tests)."""
-    if dynamodb_client is None and (store is None or history is None):
+    trails = [trail for trail in settings.trail_list if trail.has_insight_selectors]
+    if dynamodb_client is None and (store is None or history is None or trail_state is None):
         dynamodb_client = boto3.client("dynamodb")
     if events is None and settings.event_bus:
         events = InsightEvents(settings.event_bus, client=events_client or boto3.client("events"))
+    if trail_state is None and settings.ledger_table:
+        trail_state = TrailStateStore(settings.ledger_table, client=dynamodb_client)
+    if logs is None and any(trail.deliveries.cloud_watch_logs for trail in trails):
+        logs = CloudWatchLogsSender(client=logs_client, region=settings.home_region or None)
     return InsightsRunner(
         store=store or InsightsStore(settings.insights_table, client=dynamodb_client),
         log_store=log_store or LogStore(settings.log_bucket, settings.log_kms_key_arn, client=s3_client),
@@ -59,6 +69,8 @@ def runner_for(
         events=events,
         settings=settings,
         clock=clock or system_clock,
+        trail_state=trail_state,
+        logs=logs,
     )
 
 
@@ -90,7 +102,8 @@ def handler(
     clock: Clock | None = None,
     **adapters: Any,
 ) -> dict[str, Any]:
-    """`adapters`: store, log_store, history, events, dynamodb_client, s3_client, events_client."""
+    """`adapters`: store, log_store, history, events, trail_state, logs, dynamodb_client,
+    s3_client, events_client, logs_client."""
     action = (event or {}).get("action")
     if action is not None and action not in ACTIONS:
         raise ValueError(f"action: must be one of {sorted(ACTIONS)}, got {action!r}")
@@ -104,6 +117,9 @@ def handler(
     metrics.add_metric(name="InsightsMinutesAnalysed", unit=MetricUnit.Count, value=summary["minutes"])
     metrics.add_metric(name="InsightsFilesWritten", unit=MetricUnit.Count, value=len(summary["files"]))
     metrics.add_metric(name="InsightsEventBridgeFailed", unit=MetricUnit.Count, value=summary["eventBridgeFailed"])
+    metrics.add_metric(
+        name="InsightsCloudWatchLogsFailed", unit=MetricUnit.Count, value=summary["cloudWatchLogsFailed"]
+    )
     metrics.add_metric(name="InsightsRunErrors", unit=MetricUnit.Count, value=len(summary["errors"]))
     logger.info("insights run", extra={"summary": summary, "action": action or "scheduled"})
     return summary

@@ -40,6 +40,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from opentrail.domain.trail import ALL_INSIGHTS
 from opentrail.local.workload import (
     ANOMALY_MIN_MINUTES,
     DEFAULT_EVENTS,
@@ -72,6 +73,7 @@ DEMO_TRAILS_JSON = json.dumps(
                     ],
                 }
             ],
+            "InsightSelectors": [selector.to_dict() for selector in ALL_INSIGHTS],
         }
     ]
 )
@@ -874,6 +876,7 @@ class _Insights:
         self.pipeline = pipeline
         resources = pipeline.resources
         self.settings = resources.insights_settings(
+            trails=DEMO_TRAILS_JSON,
             log_level="WARNING",
             sensitivity_overrides=json.dumps(DEMO_SENSITIVITY_OVERRIDES),
             settle_minutes=INSIGHTS_SETTLE_MINUTES,

@@ -83,12 +83,14 @@ class LocalResources:
 
     def insights_settings(self, **overrides: Any) -> InsightsSettings:
         """The Insights function's settings: aggregates and state in the Insights table, files
-        in the log bucket, records in the history table, events on the default bus."""
+        in the log bucket, records in the history table, trail states in the ledger table,
+        events on the default bus (pass ``trails`` as for the batcher)."""
         values: dict[str, Any] = {
             "insights_table": self.insights_table,
             "history_table": self.history_table,
             "log_bucket": self.log_bucket,
             "log_kms_key_arn": self.kms_key_arn,
+            "ledger_table": self.ledger_table,
         }
         values.update(overrides)
         return InsightsSettings(**values)

@@ -388,6 +388,7 @@ class LocalRuntime:
         self.history = history_for(self.batcher_settings, client=self.dynamodb)
         self.events = client("events")
         self.insights_settings = resources.insights_settings(
+            trails=self.batcher_settings.trails,
             log_level="WARNING",
             sensitivity=options.insights_sensitivity,
             sensitivity_overrides=options.insights_overrides,

@@ -12,7 +12,7 @@ streams log files. Both see the same detectors and the same records.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from opentrail.domain.insights.aggregates import OTHER, ApiKey, ApiMinute, Scope, principal_key
@@ -34,6 +34,7 @@ from opentrail.domain.insights.records import Record, insight_record
 from opentrail.domain.insights.state import (
     CALL_RATE,
     ERROR_RATE,
+    INSIGHT_TYPES,
     MISSING,
     UNUSUAL,
     BaselineAttributions,
@@ -48,9 +49,15 @@ _QUIET_KINDS: Final = frozenset({CALL_RATE, ERROR_RATE, UNUSUAL})
 
 
 class InsightsEngine:
-    def __init__(self, scope: Scope, sensitivity: Sensitivity | None = None) -> None:
+    """`kinds`: the insight types reported (a trail's InsightSelectors; default all). Every
+    detector keeps learning whatever `kinds` says, so enabling a type later finds a baseline."""
+
+    def __init__(
+        self, scope: Scope, sensitivity: Sensitivity | None = None, kinds: Iterable[str] | None = None
+    ) -> None:
         self.scope = scope
         self.s = sensitivity or Sensitivity()
+        self.kinds = frozenset(INSIGHT_TYPES if kinds is None else kinds)
         self.first_minute: int | None = None
         self.last_minute: int | None = None
         self.apis: dict[ApiKey, ApiState] = {}
@@ -92,6 +99,20 @@ class InsightsEngine:
         out = []
         for key in sorted(self.tracker.open):
             out.append(insight_record(self.scope, self.tracker.finish(key), "End"))
+        return out
+
+    def pause(self, resume_minute: int) -> list[Record]:
+        """The events of the minutes after the last processed one up to `resume_minute` are
+        unknown (the trail was not logging): end the open insights, and resume at
+        `resume_minute` as if the pause had not happened — no baseline learns the missing
+        minutes as quiet, and regular callers' silence is counted from the resumption."""
+        if self.last_minute is None or resume_minute <= self.last_minute + 1:
+            return []
+        out = self.close()
+        gap = resume_minute - 1 - self.last_minute
+        for tracker in self.cadences.values():
+            tracker.last += gap
+        self.last_minute = resume_minute - 1
         return out
 
     @property
@@ -180,7 +201,7 @@ class InsightsEngine:
             insight.mark_active(minute)
             insight.add(minute, float(count), tables)
             return []
-        if not warm:
+        if not warm or UNUSUAL not in self.kinds:
             self.seen.see(seen_key, minute)
             return []
         baseline = self._baseline_minutes(minute)
@@ -242,7 +263,7 @@ class InsightsEngine:
                 out.append(insight_record(self.scope, insight, "End"))
             else:
                 insight.last_active = minute
-        for key in sorted(self.regular):
+        for key in sorted(self.regular if MISSING in self.kinds else ()):
             tracker = self.cadences[key]
             if minute - tracker.last <= self.missing.deadline(tracker, minute):
                 continue
@@ -276,7 +297,7 @@ class InsightsEngine:
                 insight.mark_active(minute)
                 insight.add(minute, finding.metric, finding.tables)
             return []
-        if not finding.start:
+        if not finding.start or finding.kind not in self.kinds:
             return []
         insight = OpenInsight(
             kind=finding.kind,
@@ -334,10 +355,12 @@ class InsightsEngine:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], sensitivity: Sensitivity | None = None) -> InsightsEngine:
+    def from_dict(
+        cls, data: Mapping[str, Any], sensitivity: Sensitivity | None = None, kinds: Iterable[str] | None = None
+    ) -> InsightsEngine:
         if data.get("v") != STATE_VERSION:
             raise ValueError(f"unknown Insights state version {data.get('v')!r}")
-        engine = cls((str(data["scope"][0]), str(data["scope"][1])), sensitivity)
+        engine = cls((str(data["scope"][0]), str(data["scope"][1])), sensitivity, kinds)
         engine.first_minute = data["f"]
         engine.last_minute = data["l"]
         for key, value in data["apis"].items():
