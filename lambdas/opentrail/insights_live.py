@@ -14,10 +14,13 @@ One run (the InsightsFunction, every 5 minutes, or ``{"action": "analyse"}``):
    ``until`` (around StopLogging/StartLogging: `domain.insights.pauses`), **commit** the new
    state together with the records it produced (one conditional head write: a concurrent run
    that read the same state cannot commit too), then **deliver** the records and mark them
-   delivered: S3 under the trail's prefix (CloudTrail-Insight layout); the event history (the
-   first trail with Insights only: one copy per insight); EventBridge (every trail when
-   ``event_bridge_all``, else the trails with ``Deliveries.EventBridge``; an insight several
-   trails report is sent once per run); the trail's CloudWatch Logs group, if it has one.
+   delivered: S3 under the trail's prefix (CloudTrail-Insight layout); the event history;
+   EventBridge (every trail when ``event_bridge_all``, else the trails with
+   ``Deliveries.EventBridge``); the trail's CloudWatch Logs group, if it has one.
+
+Record ids derive from (account, region, insight, start minute), not from the trail: an insight
+several trails report is one event. The history indexes each record under its eventID (one
+copy, whichever trail wrote it last); EventBridge gets it once per run.
 
 Crash safety (docs/insights.md, "Live"): records exist only in a committed state; a crash
 before the commit loses nothing (the next run recomputes the same records from the same
@@ -46,7 +49,7 @@ from opentrail.domain.clock import Clock
 from opentrail.domain.deliveries import log_events, log_stream_name
 from opentrail.domain.insights import InsightsEngine, Sensitivity
 from opentrail.domain.insights.aggregates import minute_of
-from opentrail.domain.insights.pauses import LoggingState, next_minute, steps
+from opentrail.domain.insights.pauses import LoggingState, Step, next_minute, steps
 from opentrail.domain.insights.records import minute_text
 from opentrail.domain.log_file import LogFileWriter, log_file_key, unique_string
 from opentrail.domain.trail import Trail
@@ -138,8 +141,6 @@ class InsightsRunner:
         self.logs = logs  # None: no CloudWatch Logs delivery
         self.sensitivity = sensitivity or settings.sensitivity_model()
         self.trails = {trail.name: trail for trail in settings.trail_list if trail.has_insight_selectors}
-        # The event history keeps one copy of each insight: the first Insights trail's.
-        self.history_trail = next(iter(self.trails), None)
         self._sent_to_event_bridge: set[str] = set()
 
     def run(self, remaining_ms: Callable[[], int] = lambda: 900_000) -> RunSummary:
@@ -239,7 +240,7 @@ class InsightsRunner:
         head: Head | None,
         state: State | None,
         minutes: dict[int, Any],
-        plan: list[tuple[str, int]],
+        plan: list[Step],
         now: Any,
         lease: int,
         summary: RunSummary,
@@ -324,8 +325,8 @@ class InsightsRunner:
                 "trail": trail.name,
             }
         )
-        if trail.name == self.history_trail:
-            self.history.index_lines(head.seed, lines)
+        for line, record in zip(lines, ordered, strict=True):
+            self.history.index_lines(f"insight/{record['eventID']}", [line])  # same insight, same keys
         self._send_events(trail, ordered, key, summary)
         self._send_logs(trail, account, region, lines, summary)
 

@@ -28,10 +28,9 @@ class LoggingState:
     def pending_pause(self, last_minute: int | None) -> tuple[int, int] | None:
         """(stop, start) minutes when logging resumed after a stop the engine has not passed."""
         stop, start = self.stop_minute, self.start_minute
-        pending = self.is_logging and last_minute is not None and stop is not None and start is not None
-        if pending and last_minute < stop <= start:  # type: ignore[operator]
-            return stop, start  # type: ignore[return-value]
-        return None
+        if not self.is_logging or last_minute is None or stop is None or start is None:
+            return None
+        return (stop, start) if last_minute < stop <= start else None
 
 
 def steps(state: LoggingState, last_minute: int | None, end: int) -> list[Step]:
