@@ -14,10 +14,11 @@ import boto3
 import pytest
 
 from opentrail.adapters.trail_state import TrailStateStore
+from opentrail.domain.insights import INSIGHT_TYPES
 from opentrail.handlers import query
 from opentrail.local.context import LocalContext
 from opentrail.local.resources import LocalResources
-from opentrail.settings import QuerySettings
+from opentrail.settings import DEFAULT_TRAILS_JSON, QuerySettings
 
 NOW = datetime(2025, 3, 14, 10, 0, 0, tzinfo=UTC)
 ACCOUNT = "123456789012"
@@ -184,6 +185,17 @@ def test_get_insight_selectors(cloudtrail: Any) -> None:
     ]
     with pytest.raises(cloudtrail.exceptions.InsightNotEnabledException):
         cloudtrail.get_insight_selectors(TrailName="opentrail")
+
+
+def test_default_trail_reports_every_insight_type_through_boto3(resources: LocalResources, monkeypatch: Any) -> None:
+    # OpenTrail's own types (UnusualActivityInsight, MissingActivityInsight) parse with the
+    # stock client: botocore does not check enum values in responses
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for client in serve(query_settings(resources, trails=DEFAULT_TRAILS_JSON)):
+        reply = client.get_insight_selectors(TrailName="opentrail")
+        assert [s["InsightType"] for s in reply["InsightSelectors"]] == list(INSIGHT_TYPES)
+        assert client.describe_trails()["trailList"][0]["HasInsightSelectors"] is True
 
 
 def test_start_stop_logging_and_status(cloudtrail: Any, resources: LocalResources) -> None:
