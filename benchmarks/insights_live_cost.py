@@ -46,7 +46,7 @@ def main(shape: str = "office") -> dict[str, object]:
         chunk = dict(live_minutes[start : start + RUN_MINUTES])
         events += sum(a.calls for apis in chunk.values() for a in apis.values())
         for minute, apis in chunk.items():
-            items = aggregate_items(f"batch-{minute}", {(ACCOUNT, REGION): {minute: apis}})
+            items = aggregate_items(f"batch-{minute}", {("opentrail", ACCOUNT, REGION): {minute: apis}})
             aggregate_count += len(items)
             aggregate_wcu += sum(write_units(i) for i in items)
         began = time.process_time()
