@@ -194,6 +194,8 @@ class InsightsRunner:
             for scope, head in heads.items()
             if scope not in skip and (minute := next_minute(states[scope[0]], head.last_minute)) is not None
         ]
+        if not needed and not any(state.is_logging for state in states.values()):
+            return summary  # every Insights trail is stopped and analysed up to its stop
         start = min(needed) if needed else until - self.settings.initial_lookback_minutes + 1
         end = min(until, start + self.settings.max_minutes_per_run - 1)
         summary.until = minute_text(end)
