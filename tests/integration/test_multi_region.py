@@ -39,6 +39,7 @@ from opentrail.public_keys import list_public_keys, write_pem_files
 from opentrail.settings import BatcherSettings, DigesterSettings
 from opentrail.validate_logs import Options, run
 from tests.integration.test_batcher import record
+from tests.integration.test_trail_fanout import TRAILS as FANOUT_TRAILS
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:No application metrics:UserWarning"),
@@ -52,22 +53,9 @@ T2 = datetime(2026, 11, 23, 11, 20, 5, tzinfo=UTC)  # second delivery: window 11
 DIGEST_1 = datetime(2026, 11, 23, 11, 10, tzinfo=UTC)  # past the default 300 s delay
 DIGEST_2 = datetime(2026, 11, 23, 12, 10, tzinfo=UTC)
 
+# the fan-out test's three trails, plus one recording in the home region only
 TRAILS: list[dict[str, Any]] = [
-    {"Name": "everything"},
-    {"Name": "writes", "S3KeyPrefix": "sec", "EventSelectors": [{"ReadWriteType": "WriteOnly"}]},
-    {
-        "Name": "reports",
-        "S3KeyPrefix": "data",
-        "AdvancedEventSelectors": [
-            {
-                "FieldSelectors": [
-                    {"Field": "eventCategory", "Equals": ["Data"]},
-                    {"Field": "resources.type", "Equals": ["AWS::S3::Object"]},
-                    {"Field": "resources.ARN", "StartsWith": ["arn:aws:s3:::reports/"]},
-                ]
-            }
-        ],
-    },
+    *FANOUT_TRAILS,
     {"Name": "home-only", "S3KeyPrefix": "home", "IsMultiRegionTrail": False},
 ]
 PREFIXES = {"everything": "", "writes": "sec/", "reports": "data/", "home-only": "home/"}
