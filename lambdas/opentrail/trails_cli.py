@@ -71,6 +71,11 @@ def run_trails(args: argparse.Namespace, *, out: TextIO | None = None, err: Text
     try:
         trails = _describe(client, args.names)
         selectors = {t["Name"]: client.get_event_selectors(TrailName=t["TrailARN"]) for t in trails}
+        insights = {
+            t["Name"]: client.get_insight_selectors(TrailName=t["TrailARN"])["InsightSelectors"]
+            for t in trails
+            if t.get("HasInsightSelectors")
+        }
     except (BotoCoreError, ClientError) as error:
         print(f"opentrail: {error}", file=err)
         return 1
@@ -82,6 +87,7 @@ def run_trails(args: argparse.Namespace, *, out: TextIO | None = None, err: Text
             t["Name"],
             f"s3://{t['S3BucketName']}/{t['S3KeyPrefix'] + '/' if t.get('S3KeyPrefix') else ''}",
             _selector_summary(selectors[t["Name"]]),
+            _insight_summary(insights.get(t["Name"], [])),
             "on" if t.get("LogFileValidationEnabled") else "off",
             "yes" if t.get("IsMultiRegionTrail") else "no",
             _deliveries(t),
@@ -89,7 +95,8 @@ def run_trails(args: argparse.Namespace, *, out: TextIO | None = None, err: Text
         )
         for t in trails
     ]
-    _table(("NAME", "DESTINATION", "SELECTORS", "VALIDATION", "MULTI-REGION", "DELIVERIES", "ARN"), rows, out)
+    columns = ("NAME", "DESTINATION", "SELECTORS", "INSIGHTS", "VALIDATION", "MULTI-REGION", "DELIVERIES", "ARN")
+    _table(columns, rows, out)
     return 0
 
 
@@ -107,6 +114,14 @@ def _selector_summary(reply: dict[str, Any]) -> str:
             text += " -" + ",".join(s.split(".")[0] for s in selector["ExcludeManagementEventSources"])
         parts.append(text)
     return "; ".join(parts) or "-"
+
+
+def _insight_summary(selectors: list[dict[str, Any]]) -> str:
+    """``CallRate,ErrorRate`` (types without ``Api``/``Activity``/``Insight``), ``+data`` when
+    a selector analyses data events."""
+    names = [s["InsightType"].removeprefix("Api").removesuffix("Insight").removesuffix("Activity") for s in selectors]
+    data = any("Data" in s.get("EventCategories", []) for s in selectors)
+    return (",".join(names) + (" +data" if data else "")) or "-"
 
 
 def _deliveries(trail: dict[str, Any]) -> str:

@@ -24,7 +24,13 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not AWS.exists(), reason=".venv-tools/bin/aws is not installed (make .venv-tools/.installed)"),
 ]
-TRAILS = [{"Name": "opentrail"}, {"Name": "audit", "S3KeyPrefix": "audit/prod", "EventSelectors": [{}]}]
+TRAILS = [
+    {
+        "Name": "opentrail",
+        "InsightSelectors": [{"InsightType": "ApiCallRateInsight"}, {"InsightType": "ApiErrorRateInsight"}],
+    },
+    {"Name": "audit", "S3KeyPrefix": "audit/prod", "EventSelectors": [{}]},
+]
 EVENTS = 12
 
 
@@ -158,6 +164,9 @@ def test_opentrail_trails_and_trail_status_commands(local: dict[str, Any]) -> No
 
     assert f"s3://{d['bucket']}/audit/prod/" in printed
     assert _arn("audit") in printed
+    assert printed.splitlines()[0].split()[3] == "INSIGHTS"
+    (described,) = [line for line in printed.splitlines() if line.startswith("opentrail ") and "s3://" in line]
+    assert described.split()[3] == "CallRate,ErrorRate"  # GetInsightSelectors of the trail that has them
     lines = {line.split()[0]: line for line in printed.splitlines() if line.startswith(("audit", "opentrail"))}
     assert "STOPPED" in lines["audit"]
     assert "logging" in lines["opentrail"]
