@@ -53,7 +53,14 @@ def _code(error: ClientError) -> str:
 def _dump(item: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in item.items():
-        if isinstance(value, bytes):
+        kind = type(value)  # exact types first (the index's items): same results as the checks below
+        if kind is str:
+            out[name] = {"S": value}
+        elif kind is bytes:
+            out[name] = {"B": value}
+        elif kind is int:
+            out[name] = {"N": str(value)}
+        elif isinstance(value, bytes):
             out[name] = {"B": value}
         elif isinstance(value, int):
             out[name] = {"N": str(value)}
@@ -157,7 +164,7 @@ class EventHistory:
                 time.sleep(min(1.0, 0.05 * 2**attempt))
             else:
                 raise HistoryStoreError("history write: items left unprocessed")
-            self.write_units += sum(h.write_units(item) for item in chunk)
+            self.write_units += sum(map(h.write_units, chunk))
             self.items_written += len(chunk)
 
     # -- lookups -----------------------------------------------------------------------

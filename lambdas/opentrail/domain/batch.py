@@ -7,14 +7,19 @@ files:
 * every line is read once (`read_bundle`): it must be a JSON object with ``eventID``,
   ``eventTime``, ``recipientAccountId`` and ``awsRegion``, otherwise the whole bundle is
   poison; the parsed record is used to ask each trail whether it selects the record and
-  then dropped: only the raw line and four short fields travel on;
+  then dropped: only the raw line and four short fields travel on (unless the batcher asks
+  to keep records, below);
 * records are deduplicated by eventID within the batch (first one in bundle-id order wins);
 * each selected record streams into the open `LogFileWriter` of its group
   (trail, recipientAccountId, awsRegion); a group starts a new *part* before its compressed
   size could pass ``max_file_bytes``;
 * names are deterministic: ``unique_string(f"{batchId}/{trail}/{account}/{region}/{part}")``
   (``{batchId}#{attempt}`` for a re-attempt after an abort), so a retried batch can be
-  recognised by its keys.
+  recognised by its keys;
+* with ``keep_records_bytes``, each planned file also carries its (line, parsed record) pairs
+  in file order, so the batcher's index step (event history, Insights, usage) does not read
+  and parse the files again; only while the kept lines stay under that many bytes, otherwise
+  no file carries them (the index step then reads the files, as a rebuild from S3 does).
 
 This module also owns the shapes the batcher writes to the delivery ledger (the intent and
 its files, the ledger partition and sort keys) because the digester reads them.
@@ -26,9 +31,9 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from opentrail.domain.log_file import LogFile, LogFileWriter, log_file_key, unique_string
 from opentrail.domain.trail import Trail
@@ -42,6 +47,13 @@ _TAIL_BYTES: Final = 2 + 8
 _LOOKAHEAD_SLACK: Final = 1024
 
 IntentState = Literal["PENDING", "DONE", "ABORTED"]
+_JSON: Final = json.JSONDecoder()  # what json.loads uses
+
+
+def _utf8_object(line: bytes) -> bool:
+    """Whether json.loads(line) decodes `line` as UTF-8 (json.detect_encoding: no BOM, and
+    no NUL as second byte, when the first byte is "{")."""
+    return line[:1] == b"{" and line[1:2] != b"\x00"
 
 
 class PoisonRecord(ValueError):
@@ -57,9 +69,8 @@ class FileGroup:
     region: str
 
 
-@dataclass(frozen=True)
-class SelectedLine:
-    """One record line with what planning needs; the parsed record is not kept."""
+class SelectedLine(NamedTuple):  # a tuple: built for every record, cheaper than a frozen dataclass
+    """One record line with what planning needs; the parsed record only when asked for."""
 
     line: bytes
     event_id: str
@@ -67,12 +78,15 @@ class SelectedLine:
     account: str
     region: str
     trails: tuple[str, ...]  # names of the trails that select the record, in trail order
+    record: Mapping[str, Any] | None = None  # read_line(keep_record=True)
 
 
-def read_line(line: bytes, trails: Sequence[Trail]) -> SelectedLine:
-    """Check one record line and find the trails that select it; raises PoisonRecord."""
+def read_line(line: bytes, trails: Sequence[Trail], *, keep_record: bool = False) -> SelectedLine:
+    """Check one record line and find the trails that select it; raises PoisonRecord.
+    `keep_record`: the parsed record travels on too (`SelectedLine.record`)."""
     try:
-        record = json.loads(line)
+        # json.loads(line) without its encoding sniffing, which says UTF-8 for such a line
+        record = _JSON.decode(line.decode("utf-8", "surrogatepass")) if _utf8_object(line) else json.loads(line)
     except ValueError:
         raise PoisonRecord("is not JSON") from None
     if not isinstance(record, dict):
@@ -90,15 +104,15 @@ def read_line(line: bytes, trails: Sequence[Trail]) -> SelectedLine:
     if not isinstance(region, str) or not _REGION.match(region):
         raise PoisonRecord("awsRegion: must be a region name such as us-east-1")
     selected = tuple(trail.name for trail in trails if trail.selects(record))
-    return SelectedLine(line, event_id, event_time, account, region, selected)
+    return SelectedLine(line, event_id, event_time, account, region, selected, record if keep_record else None)
 
 
-def read_bundle(lines: Iterable[bytes], trails: Sequence[Trail]) -> list[SelectedLine]:
+def read_bundle(lines: Iterable[bytes], trails: Sequence[Trail], *, keep_records: bool = False) -> list[SelectedLine]:
     """`read_line` for every line of a bundle; a bad line makes the bundle poison."""
     selected = []
     for number, line in enumerate(lines, start=1):
         try:
-            selected.append(read_line(line, trails))
+            selected.append(read_line(line, trails, keep_record=keep_records))
         except PoisonRecord as error:
             raise PoisonRecord(f"record {number}: {error}") from None
     return selected
@@ -116,6 +130,9 @@ class PlannedFile:
     group: FileGroup
     part: int
     log_file: LogFile
+    # The file's records as (line, parsed record), in file order; None when not kept
+    # (`BatchPlan(keep_records_bytes=...)`).
+    records: list[tuple[bytes, Mapping[str, Any]]] | None = None
 
 
 @dataclass
@@ -125,6 +142,8 @@ class _OpenPart:
     # Upper bound of the uncompressed bytes deflate has taken but not yet emitted.
     pending_raw: int
     seen_compressed: int
+    group: FileGroup
+    records: list[tuple[bytes, Mapping[str, Any]]] = field(default_factory=list)  # kept records, file order
 
 
 class BatchPlan:
@@ -132,6 +151,10 @@ class BatchPlan:
 
     A file is never larger than `max_file_bytes` compressed, except a file holding a single
     record that alone compresses to more (a log file holds at least one record).
+
+    `keep_records_bytes` > 0: every file also keeps its records (lines read with
+    ``keep_records=True``) as long as the batch's kept lines stay within that many bytes
+    (a parsed record takes ~4× its line in memory); past it, no file keeps any.
     """
 
     def __init__(
@@ -141,12 +164,17 @@ class BatchPlan:
         max_file_bytes: int,
         max_files: int = MAX_FILES_PER_BATCH,
         writer_factory: Callable[[], LogFileWriter] = LogFileWriter,
+        keep_records_bytes: int = 0,
     ) -> None:
         self.trails = tuple(trails)
+        self.keep_records_bytes = keep_records_bytes
+        self._keeping = keep_records_bytes > 0
+        self._kept_bytes = 0
         self.max_file_bytes = max_file_bytes
         self.max_files = max_files
         self._writer_factory = writer_factory
-        self._open: dict[FileGroup, _OpenPart] = {}
+        # (trail, account, region) → its open part (plain tuples: cheaper to hash than FileGroup)
+        self._open: dict[tuple[str, str, str], _OpenPart] = {}
         self._done: list[PlannedFile] = []
         self._event_ids: set[str] = set()
         self.records = 0  # distinct records selected by at least one trail
@@ -161,7 +189,7 @@ class BatchPlan:
         """Whether adding a bundle keeps the batch within `max_files` files (always true when empty)."""
         if self.file_count == 0:
             return True
-        groups = {FileGroup(t, s.account, s.region) for s in lines for t in s.trails}
+        groups = {(t, s.account, s.region) for s in lines for t in s.trails}
         return self.file_count + len(groups - self._open.keys()) <= self.max_files
 
     def add(self, lines: Iterable[SelectedLine]) -> None:
@@ -174,16 +202,27 @@ class BatchPlan:
                 self.unselected += 1
                 continue
             self.records += 1
+            if self._keeping:
+                self._kept_bytes += len(selected.line)
+                if selected.record is None or self._kept_bytes > self.keep_records_bytes:
+                    self._drop_records()
             for trail in selected.trails:
-                self._write(FileGroup(trail, selected.account, selected.region), selected)
+                self._write((trail, selected.account, selected.region), selected)
 
-    def _write(self, group: FileGroup, selected: SelectedLine) -> None:
+    def _drop_records(self) -> None:
+        """Stop keeping records (over the budget, or a line without its record): no file keeps any."""
+        self._keeping = False
+        for current in self._open.values():
+            current.records = []
+        self._done = [replace(done, records=None) for done in self._done]
+
+    def _write(self, group: tuple[str, str, str], selected: SelectedLine) -> None:
         current = self._open.get(group)
         added = len(selected.line) + 1  # with the comma before it
         if current is not None:
             worst = current.seen_compressed + deflate_bound(current.pending_raw + added + 2) + _TAIL_BYTES
             if worst > self.max_file_bytes:
-                self._done.append(PlannedFile(group, current.part, current.writer.finish()))
+                self._done.append(self._planned(current))
                 current = None
                 part = self._open.pop(group).part + 1
             else:
@@ -192,9 +231,18 @@ class BatchPlan:
             part = 0
         if current is None:
             writer = self._writer_factory()
-            current = _OpenPart(writer, part, pending_raw=len(b'{"Records":['), seen_compressed=writer.compressed_bytes)
+            current = _OpenPart(
+                writer,
+                part,
+                pending_raw=len(b'{"Records":['),
+                seen_compressed=writer.compressed_bytes,
+                group=FileGroup(*group),
+            )
             self._open[group] = current
         current.writer.add(selected.line, selected.event_time)
+        if self._keeping:
+            assert selected.record is not None  # checked in `add`
+            current.records.append((selected.line, selected.record))
         compressed = current.writer.compressed_bytes
         if compressed != current.seen_compressed:
             # deflate emitted a block: what it still holds is at most this line plus the
@@ -206,11 +254,15 @@ class BatchPlan:
 
     def finish(self) -> list[PlannedFile]:
         """Close every open file; files come sorted by (trail, account, region, part)."""
-        for group, current in self._open.items():
-            self._done.append(PlannedFile(group, current.part, current.writer.finish()))
+        for current in self._open.values():
+            self._done.append(self._planned(current))
         self._open.clear()
         self._event_ids.clear()
         return sorted(self._done, key=lambda f: (f.group, f.part))
+
+    def _planned(self, current: _OpenPart) -> PlannedFile:
+        records = current.records if self._keeping else None
+        return PlannedFile(current.group, current.part, current.writer.finish(), records)
 
 
 def batch_id(bundle_ids: Iterable[str]) -> str:

@@ -26,7 +26,7 @@ import json
 import zlib
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -101,8 +101,13 @@ def username(record: Mapping[str, Any]) -> str | None:
     last ``/`` of ``arn`` (the session or federated user name); for AWSService/AWSAccount
     the ``invokedBy`` service; otherwise none."""
     identity = record.get("userIdentity")
-    if not isinstance(identity, Mapping):
+    if type(identity) is not dict and not isinstance(identity, Mapping):  # dict first: the abc check is slow
         return None
+    return identity_username(identity)
+
+
+def identity_username(identity: Mapping[str, Any]) -> str | None:
+    """`username` of a record's ``userIdentity``."""
     kind = identity.get("type")
     if kind == "Root":
         return "root"
@@ -140,7 +145,7 @@ def resources(record: Mapping[str, Any]) -> list[tuple[str, str]]:
     if not isinstance(items, list):
         return found
     for item in items:
-        if not isinstance(item, Mapping):
+        if type(item) is not dict and not isinstance(item, Mapping):
             continue
         kind = item.get("type")
         arn = item.get("ARN") or item.get("ARNPrefix")
@@ -311,8 +316,15 @@ def item_size(item: Mapping[str, Any]) -> int:
     binary: bytes, numbers: ~1 byte per 2 significant digits + 1)."""
     size = 0
     for name, value in item.items():
-        size += len(name.encode())
-        if isinstance(value, bytes):
+        size += len(name) if name.isascii() else len(name.encode())
+        kind = type(value)  # exact types first (the index's items), then the general rules
+        if kind is str:
+            size += len(value) if value.isascii() else len(value.encode())
+        elif kind is bytes:
+            size += len(value)
+        elif kind is int:
+            size += _number_size(value)
+        elif isinstance(value, bytes):
             size += len(value)
         elif isinstance(value, str):
             size += len(value.encode())
@@ -423,11 +435,27 @@ class BuildStats:
         return self.page_units + self.posting_units
 
 
-@dataclass
-class _Page:
-    lines: list[bytes] = field(default_factory=list)
-    raw: int = 0
-    newest: int = 0  # epoch seconds of the newest eventTime in the page
+# Seconds "00".."59" of a canonical eventTime ("YYYY-MM-DDTHH:MM:SSZ"), for the builder's fast path.
+_SECONDS: Final = {f"{n:02d}": n for n in range(60)}
+# Bytes of a posting item's attribute names (item_size counts names too).
+_POSTING_NAMES: Final = len("pk") + len("sk") + len(REFS_ATTRIBUTE) + len(TTL_ATTRIBUTE)
+_CODES: Final = tuple(KEY_CODES[key] for key in ("EventId", "EventName", "ReadOnly", "Username", "ResourceType"))
+_CODES_TAIL: Final = tuple(KEY_CODES[key] for key in ("ResourceName", "EventSource", "AccessKeyId"))
+
+
+def _epoch(value: object) -> int | None:
+    """`parse_event_time(value)` as epoch seconds; None when it does not parse."""
+    try:
+        return int(parse_event_time(value).timestamp())
+    except RecordError:
+        return None
+
+
+def _token(value: str) -> str:
+    """`value_token` of any key but ResourceName (the common case without hashing inline)."""
+    if len(value) <= MAX_VALUE_BYTES and value.isascii():
+        return value
+    return value_token("", value)
 
 
 class IndexBuilder:
@@ -436,7 +464,13 @@ class IndexBuilder:
     Feed every record line of the batch with `add` (in a fixed order: the intent's files in
     order, records in file order; the same order on a rebuild gives the same items); it
     returns page items as pages fill, so pages never pile up in memory. `finish` returns
-    the last page and every posting item. Per record only refs stay in memory.
+    the last page and every posting item. Per record only refs stay in memory (and its
+    eventID for the batch's dedupe; plus one entry per distinct (minute, values) seen).
+
+    The items are those of the plain definition (`attribute_values`, `partition_key`,
+    `pack_ref`, `sort_key`, `item_size`; tests/unit/test_history_builder.py checks it); the
+    code below computes them with per-batch caches (time prefixes, key prefixes per region,
+    per-minute sort keys and TTLs) because it runs for every record the batcher delivers.
     """
 
     def __init__(
@@ -458,70 +492,216 @@ class IndexBuilder:
         self.page_max_records = page_max_records
         self.chunk_refs = chunk_refs
         self.stats = BuildStats()
-        self._page = _Page()
+        # The open page: its lines, raw bytes (lines + separators), newest eventTime (epoch).
+        self._lines: list[bytes] = []
+        self._raw = 0
+        self._newest = 0
         self._page_number = 0
+        self._page_bits = 0  # the page number in its place in a ref
         self._event_ids: set[str] = set()
-        # (partition key, minute epoch) → refs
-        self._postings: dict[tuple[str, int], array[int]] = {}
+        # minute epoch → partition key → refs: a single ref as an int (most EventId and rare
+        # values; ints are not tracked by the garbage collector, arrays are), more in an array
+        self._postings: dict[int, dict[str, int | array[int]]] = {}
+        # "YYYY-MM-DDTHH:MM:" → epoch of that minute (None: not a valid time)
+        self._minutes: dict[str, int | None] = {}
+        # region → key prefixes: time-only list, then "<region>#<code>#" per code (Insights: own)
+        self._prefixes: dict[str, tuple[str, ...]] = {}
+        self._insight_prefixes: dict[str, tuple[str, ...]] = {}
+        # a record's values (minute, region, ...: see `_posting_lists`) → their posting lists
+        self._lists: dict[tuple[Any, ...], list[array[int]]] = {}
 
     def add(self, line: bytes, record: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Index one record line (`record` = the parsed line, when the caller has it)."""
         if record is None:
             record = json.loads(line)
-        event_id = record.get("eventID")
-        region = record.get("awsRegion")
+        get = record.get
+        event_id = get("eventID")
+        region = get("awsRegion")
         if not isinstance(event_id, str) or not event_id or not isinstance(region, str) or not region:
             self.stats.skipped += 1
             return []
         if event_id in self._event_ids:
             self.stats.duplicates += 1
             return []
-        if not is_indexed(record, data_events=self.data_events):
-            self.stats.skipped += 1
+        category = get("eventCategory", "Management")
+        if category != "Management" and category != "Insight" and not (self.data_events and category == "Data"):
+            self.stats.skipped += 1  # as `is_indexed`
             return []
-        try:
-            moment = parse_event_time(record.get("eventTime"))
-        except RecordError:
+        # eventTime → epoch seconds, as `parse_event_time`: a canonical time (...T09:26:53Z)
+        # costs two lookups (its minute is parsed once per batch), any other is parsed.
+        value = get("eventTime")
+        epoch: int | None
+        if (
+            type(value) is str
+            and len(value) == 20
+            and value[19] == "Z"
+            and (second := _SECONDS.get(value[17:19])) is not None
+        ):
+            minute_epoch = self._minutes.get(value[:17], -1)  # -1: not seen (a minute epoch is a multiple of 60)
+            if minute_epoch == -1:
+                minute_epoch = self._minute(value[:17])
+            epoch = None if minute_epoch is None else minute_epoch + second
+        else:
+            epoch = _epoch(value)
+        if epoch is None:
             self.stats.skipped += 1
             return []
         self._event_ids.add(event_id)
-        done = self._roll(len(line))
-        epoch = int(moment.timestamp())
-        minute, second = divmod(epoch, 60)
-        ref = pack_ref(second, order_hash(event_id), self._page_number, len(self._page.lines))
-        self._page.lines.append(line)
-        self._page.raw += len(line) + 1
-        self._page.newest = max(self._page.newest, epoch)
-        insight = is_insight(record)
-        keys = INSIGHT_KEYS if insight else tuple(KEY_CODES)
-        values = attribute_values(record)
-        partitions = {partition_key(region, None, insight=insight)}
-        for key in keys:
-            for value in values.get(key, ()):
-                partitions.add(partition_key(region, key, value, insight=insight))
-        for pk in partitions:
-            self._postings.setdefault((pk, minute * 60), array("Q")).append(ref)
+        size = len(line)
+        lines = self._lines
+        done: list[dict[str, Any]] = []
+        if lines and (self._raw + size > self.page_raw_bytes or len(lines) >= self.page_max_records):
+            done.append(self._roll())
+            lines = self._lines
+        digest = hashlib.sha256(event_id.encode()).digest()
+        second = epoch % 60
+        # pack_ref(second, order_hash(event_id), page, index), inline
+        ref = second << 42 | digest[0] << 34 | digest[1] << 26 | self._page_bits | len(lines)
+        lines.append(line)
+        self._raw += size + 1
+        if epoch > self._newest:
+            self._newest = epoch
+
+        # The posting keys, as `attribute_values` + `partition_key` (value_token inline for
+        # short ASCII values, the usual case). A record's refs go to the lists of its keys in
+        # its minute: EventId (one per record), the keys its other values give (records with
+        # the same values share them: looked up once per batch, minute and values), and each
+        # resource type and name.
+        insight = category == "Insight"
+        prefixes = (self._insight_prefixes if insight else self._prefixes).get(region)
+        if prefixes is None:
+            prefixes = self._region_prefixes(region, insight)
+        minute = epoch - second
+        bucket = self._postings.get(minute)
+        if bucket is None:
+            bucket = self._postings[minute] = {}
+        pk = prefixes[1] + (event_id if len(event_id) <= MAX_VALUE_BYTES and event_id.isascii() else _token(event_id))
+        refs = bucket.get(pk)
+        if refs is None:
+            bucket[pk] = ref
+        elif isinstance(refs, int):
+            bucket[pk] = array("Q", (refs, ref))
+        else:
+            refs.append(ref)
+        name = get("eventName")
+        if not isinstance(name, str) or not name:
+            name = None
+        source = get("eventSource")
+        if not isinstance(source, str) or not source:
+            source = None
+        listed: list[tuple[str, str]] | None = None
+        if insight:  # Insights events: EventId, EventName, EventSource only (INSIGHT_KEYS)
+            values: tuple[Any, ...] = (minute, region, True, name, source)
+        else:
+            read_only = get("readOnly")
+            if read_only is True:
+                read_text: str | None = "true"
+            elif read_only is False:
+                read_text = "false"
+            else:
+                read_text = None if read_only is None else read_only_text(record)
+            user = key = None
+            identity = get("userIdentity")
+            if type(identity) is dict or isinstance(identity, Mapping):
+                user = identity_username(identity)
+                key = identity.get("accessKeyId")
+                if not isinstance(key, str) or not key:
+                    key = None
+            values = (minute, region, False, name, source, read_text, user, key)
+            if "resources" in record:
+                listed = resources(record)
+        lists = self._lists.get(values)
+        if lists is None:
+            lists = self._lists[values] = self._posting_lists(bucket, prefixes, values)
+        for refs in lists:
+            refs.append(ref)
+        if listed:
+            pks = dict.fromkeys(prefixes[5] + _token(kind) for kind in dict.fromkeys(k for k, _ in listed) if kind)
+            pks.update(
+                dict.fromkeys(
+                    prefixes[6] + value_token("ResourceName", short)
+                    for short in dict.fromkeys(short_resource_name(arn) for _, arn in listed if arn)
+                )
+            )
+            for pk in pks:
+                refs = bucket.get(pk)
+                if refs is None:
+                    bucket[pk] = ref
+                elif isinstance(refs, int):
+                    bucket[pk] = array("Q", (refs, ref))
+                else:
+                    refs.append(ref)
         self.stats.records += 1
         return done
 
-    def _roll(self, incoming: int) -> list[dict[str, Any]]:
-        page = self._page
-        if page.lines and (page.raw + incoming > self.page_raw_bytes or len(page.lines) >= self.page_max_records):
-            item = self._page_item()
-            self._page = _Page()
-            self._page_number += 1
-            if self._page_number >= MAX_PAGES:
-                raise HistoryError(f"a batch fills at most {MAX_PAGES} pages")
-            return [item]
-        return []
+    @staticmethod
+    def _posting_lists(
+        bucket: dict[str, int | array[int]], prefixes: tuple[str, ...], values: tuple[Any, ...]
+    ) -> list[array[int]]:
+        """The posting lists (in `bucket`, a minute's) of a record's values other than its
+        EventId and resources: (minute, region, insight, eventName, eventSource[, ReadOnly,
+        Username, AccessKeyId]), each None when the record has none."""
+        name, source = values[3], values[4]
+        pks = [prefixes[0]]
+        if name is not None:
+            pks.append(prefixes[2] + (name if len(name) <= MAX_VALUE_BYTES and name.isascii() else _token(name)))
+        if source is not None:
+            pks.append(
+                prefixes[7] + (source if len(source) <= MAX_VALUE_BYTES and source.isascii() else _token(source))
+            )
+        if not values[2]:
+            read_text, user, key = values[5:]
+            if read_text is not None:
+                pks.append(prefixes[3] + read_text)
+            if user is not None:
+                pks.append(prefixes[4] + _token(user))
+            if key is not None:
+                pks.append(prefixes[8] + _token(key))
+        lists: list[array[int]] = []
+        for pk in pks:
+            refs = bucket.get(pk)
+            if not isinstance(refs, array):
+                refs = bucket[pk] = array("Q") if refs is None else array("Q", (refs,))
+            lists.append(refs)
+        return lists
+
+    def _minute(self, prefix: str) -> int | None:
+        """Epoch of a canonical eventTime's minute ("YYYY-MM-DDTHH:MM:"), None if not a time."""
+        minute = _epoch(prefix + "00Z")
+        self._minutes[prefix] = minute
+        return minute
+
+    def _region_prefixes(self, region: str, insight: bool) -> tuple[str, ...]:
+        """Partition key prefixes of a region: [time-only, EventId, EventName, ReadOnly,
+        Username, ResourceType, ResourceName, EventSource, AccessKeyId]."""
+        prefix = INSIGHT_PREFIX if insight else ""
+        prefixes = (
+            partition_key(region, None, insight=insight),
+            *(f"{region}#{prefix}{code}#" for code in _CODES),
+            *(f"{region}#{prefix}{code}#" for code in _CODES_TAIL),
+        )
+        (self._insight_prefixes if insight else self._prefixes)[region] = prefixes
+        return prefixes
+
+    def _roll(self) -> dict[str, Any]:
+        """Close the open page: its item; the next record starts the next page."""
+        item = self._page_item()
+        self._lines = []
+        self._raw = 0
+        self._newest = 0
+        self._page_number += 1
+        self._page_bits = self._page_number << _INDEX_BITS
+        if self._page_number >= MAX_PAGES:
+            raise HistoryError(f"a batch fills at most {MAX_PAGES} pages")
+        return item
 
     def _page_item(self) -> dict[str, Any]:
-        data = zlib.compress(b"\n".join(self._page.lines), 9)
+        data = zlib.compress(b"\n".join(self._lines), 9)
         item = {
             "pk": page_partition(self.bref, self._page_number),
             "sk": PAGE_CODE,
             DATA_ATTRIBUTE: data,
-            TTL_ATTRIBUTE: self._page.newest + self.retention,
+            TTL_ATTRIBUTE: self._newest + self.retention,
         }
         size = item_size(item)
         self.stats.pages += 1
@@ -532,28 +712,64 @@ class IndexBuilder:
     def finish(self) -> list[dict[str, Any]]:
         """The last page and all posting items (sorted by key, so a rerun writes the same)."""
         items: list[dict[str, Any]] = []
-        if self._page.lines:
+        if self._lines:
             items.append(self._page_item())
-            self._page = _Page()
-        for (pk, minute), refs in sorted(self._postings.items()):
+            self._lines = []
+            self._raw = 0
+            self._newest = 0
+        postings = self._postings
+        # minute → (sort key up to the chunk, TTL, bytes of the TTL number)
+        minutes: dict[int, tuple[str, int, int]] = {}
+        for minute in postings:
+            expires = minute + self.retention
+            minutes[minute] = (
+                minute_text(datetime.fromtimestamp(minute, UTC)) + self.bref,
+                expires,
+                _number_size(expires),
+            )
+        chunk_refs = self.chunk_refs
+        count = size_total = units_total = id_units = 0
+        append = items.append
+        # (pk, minute) are distinct: the sort never compares refs
+        for pk, minute, refs in sorted(
+            [(pk, m, refs) for m, bucket in postings.items() for pk, refs in bucket.items()]
+        ):
+            stamp, expires, expires_size = minutes[minute]
+            size = _POSTING_NAMES + (len(pk) if pk.isascii() else len(pk.encode())) + expires_size + len(stamp) + 2
+            event_id = pk.split("#", 2)[1] in ("I", INSIGHT_PREFIX + "I")
+            if isinstance(refs, int):  # one ref (one chunk)
+                append(
+                    {
+                        "pk": pk,
+                        "sk": stamp + "00",
+                        REFS_ATTRIBUTE: refs.to_bytes(REF_BYTES, "big"),
+                        TTL_ATTRIBUTE: expires,
+                    }
+                )
+                size += REF_BYTES
+                units = -(-size // KB)
+                count += 1
+                size_total += size
+                units_total += units
+                if event_id:
+                    id_units += units
+                continue
             ordered = sorted(refs, reverse=True)
-            stamp = minute_text(datetime.fromtimestamp(minute, UTC))
-            for chunk, start in enumerate(range(0, len(ordered), self.chunk_refs)):
-                item = {
-                    "pk": pk,
-                    "sk": sort_key(stamp, self.bref, chunk),
-                    REFS_ATTRIBUTE: encode_refs(ordered[start : start + self.chunk_refs]),
-                    TTL_ATTRIBUTE: minute + self.retention,
-                }
-                size = item_size(item)
-                units = units_for_size(size)
-                self.stats.postings += 1
-                self.stats.posting_bytes += size
-                self.stats.posting_units += units
-                if pk.split("#", 2)[1] in ("I", INSIGHT_PREFIX + "I"):
-                    self.stats.event_id_units += units
-                items.append(item)
-        self._postings.clear()
+            for chunk, start in enumerate(range(0, len(ordered), chunk_refs)):
+                data = b"".join([ref.to_bytes(REF_BYTES, "big") for ref in ordered[start : start + chunk_refs]])
+                append({"pk": pk, "sk": stamp + _base62(chunk, 2), REFS_ATTRIBUTE: data, TTL_ATTRIBUTE: expires})
+                units = -(-(size + len(data)) // KB)
+                count += 1
+                size_total += size + len(data)
+                units_total += units
+                if event_id:
+                    id_units += units
+        self.stats.postings += count
+        self.stats.posting_bytes += size_total
+        self.stats.posting_units += units_total
+        self.stats.event_id_units += id_units
+        postings.clear()
+        self._lists.clear()
         self._event_ids.clear()
         return items
 
