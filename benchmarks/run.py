@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/run.py --quick    # small sizes, < 60 s: checks the script works
     .venv/bin/python benchmarks/run.py --json out.json --profile
     .venv/bin/python benchmarks/run.py --only batcher --profile   # the batcher's CPU sections alone
+    .venv/bin/python benchmarks/run.py --only memory              # the batcher's peak memory alone
 
 Everything runs in-process: handlers are called as Python functions, AWS is moto (or
 in-memory fakes where moto would measure itself). docs/benchmarks.md explains the method,
@@ -1000,8 +1001,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="print cProfile tops of the ingest and batcher runs")
     parser.add_argument(
         "--only",
-        choices=("batcher",),
-        help="run only these sections: batcher = 2a (domain split and handler with in-memory fakes)",
+        choices=("batcher", "memory"),
+        help="run only one part: batcher = 2a (domain split and handler with in-memory fakes), memory = 6",
     )
     parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--probe-mode", default="rss", help=argparse.SUPPRESS)
@@ -1038,8 +1039,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
         ("6 memory (subprocesses)", lambda: bench_memory(results, sizes["memory_events"])),
     ]
-    if args.only == "batcher":
-        steps = [step for step in steps if step[0].startswith("2a ")]
+    if args.only is not None:
+        prefix = {"batcher": "2a ", "memory": "6 "}[args.only]
+        steps = [step for step in steps if step[0].startswith(prefix)]
     e2e: dict[str, dict[str, Any]] = {}
     for name, step in steps:
         started = time.perf_counter()
