@@ -406,6 +406,7 @@ def batcher_settings_fake() -> Any:
         log_kms_key_arn=f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/bench",
         ledger_table="bench-ledger",
         history_table="bench-history",
+        insights_table="bench-insights",  # the default trail has every Insights type
     )
 
 
@@ -419,13 +420,18 @@ def run_batcher_until_empty(
     if not hasattr(ledger, "_ddb"):  # in-memory run: the index and trail status over a fake DynamoDB
         from benchmarks.fakes import FakeDynamoDB
         from opentrail.adapters.history import EventHistory
+        from opentrail.adapters.insights_store import InsightsStore
         from opentrail.adapters.trail_state import TrailStateStore
+        from opentrail.adapters.usage_store import UsageStore
 
         dynamodb = FakeDynamoDB()
         fakes = {
             "history": EventHistory(settings.history_table, client=dynamodb),
             "trail_state": TrailStateStore(settings.ledger_table, client=dynamodb),
+            "usage": UsageStore(settings.ledger_table, client=dynamodb),
         }
+        if settings.insights_table:
+            fakes["insights"] = InsightsStore(settings.insights_table, client=dynamodb)
     total: dict[str, Any] = {"batches": 0, "messages": 0, "records": 0, "files": [], "runs": 0}
     for _ in range(runs):
         summary = batcher.handler(

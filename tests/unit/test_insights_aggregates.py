@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
+
 from opentrail.domain.insights.aggregates import (
     OTHER,
     Aggregator,
@@ -114,3 +116,36 @@ def test_old_records_without_category_are_management_events() -> None:
 def test_role_sessions_collapse_to_their_role() -> None:
     assert principal_key("arn:aws:sts::1:assumed-role/ci-deploy/gha-8841") == "arn:aws:sts::1:assumed-role/ci-deploy/*"
     assert principal_key("arn:aws:iam::1:user/alice") == "arn:aws:iam::1:user/alice"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2025-03-14T09:26:53Z",
+        "2025-03-14T09:26:59Z",
+        "2024-02-29T23:59:00Z",
+        "2025-03-14T09:26:53+01:00",
+        "2025-03-14T09:26:53.123Z",
+        "2025-03-14T09:26:53",
+        "2025-02-30T09:26:53Z",
+        "2025-03-14T24:00:00Z",
+        "2025-03-14T09:60:00Z",
+        "2025-03-14T09:26:61Z",
+        "2025-3-14T09:26:53Z",
+        "not a time",
+    ],
+)
+def test_event_minute_agrees_with_parse_event_time(value: str) -> None:
+    # the cached path for CloudTrail's own form gives parse_event_time's minute, or its error
+    from opentrail.domain.insights.aggregates import event_minute
+    from opentrail.domain.record import parse_event_time
+
+    try:
+        expected: int | str = int(parse_event_time(value).timestamp() // 60)
+    except ValueError:
+        expected = "error"
+    try:
+        got: int | str = event_minute(value)
+    except ValueError:
+        got = "error"
+    assert got == expected

@@ -165,7 +165,7 @@ def is_write(record: Mapping[str, Any]) -> bool:
     return not infer_read_only(str(record.get("eventName", "")))
 
 
-@dataclass
+@dataclass(slots=True)
 class _Seen:
     category: str
     write: bool

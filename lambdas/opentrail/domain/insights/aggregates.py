@@ -16,9 +16,13 @@ merges them) and serialise to compact dicts (`to_dict`/`from_dict`) for DynamoDB
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any, Final, NamedTuple
 
 from opentrail.domain.record import infer_read_only, parse_event_time
 
@@ -26,6 +30,7 @@ TOP_K: Final = 8
 OTHER: Final = "other"
 NO_ERROR: Final = "null"  # CloudTrail's attribution value for calls without an error
 UNKNOWN: Final = "unknown"
+_CANONICAL_TIME: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:[0-5]\dZ\Z")
 MAX_VALUE_CHARS: Final = 256  # breakdown values are cut to this length (user agents can be 1 KB)
 
 ApiKey = tuple[str, str]  # (eventSource, eventName)
@@ -109,17 +114,28 @@ class ApiMinute:
     writers: CountTable = field(default_factory=CountTable)  # principal key -> write calls
     by_error_principal: dict[str, CountTable] = field(default_factory=dict)  # errorCode -> principal -> calls
 
-    def add(self, *, write: bool, error_code: str | None, principal: str, user_agent: str, principal_key: str) -> None:
-        self.calls += 1
-        self.by_principal.add(principal)
-        self.by_agent.add(user_agent)
+    def add(
+        self,
+        *,
+        write: bool,
+        error_code: str | None,
+        principal: str,
+        user_agent: str,
+        principal_key: str,
+        count: int = 1,
+    ) -> None:
+        """`count` calls alike in all these respects."""
+        self.calls += count
+        self.by_principal.add(principal, count)
+        self.by_agent.add(user_agent, count)
         if write:
-            self.writes += 1
-            self.writers.add(principal_key)
+            self.writes += count
+            self.writers.add(principal_key, count)
         if error_code is not None:
-            self.errors += 1
-            self.by_error.add(error_code)
-            self.by_error_principal.setdefault(error_code[:MAX_VALUE_CHARS], CountTable(limit=3)).add(principal)
+            self.errors += count
+            self.by_error.add(error_code, count)
+            table = self.by_error_principal.setdefault(error_code[:MAX_VALUE_CHARS], CountTable(limit=3))
+            table.add(principal, count)
 
     def merge(self, other: ApiMinute) -> None:
         self.calls += other.calls
@@ -235,6 +251,7 @@ def principal_arn(record: Mapping[str, Any]) -> str:
     return UNKNOWN
 
 
+@lru_cache(maxsize=4096)  # a batch has few distinct principals and many records
 def principal_key(arn: str) -> str:
     """A principal as the unusual-activity detector knows it: role sessions collapse to the role.
 
@@ -248,8 +265,7 @@ def principal_key(arn: str) -> str:
     return arn
 
 
-@dataclass(frozen=True)
-class RecordFacts:
+class RecordFacts(NamedTuple):
     scope: Scope
     minute: int
     api: ApiKey
@@ -259,9 +275,23 @@ class RecordFacts:
     user_agent: str
 
 
+@lru_cache(maxsize=4096)
+def _canonical_minute(prefix: str) -> int:
+    """Epoch minute of ``YYYY-MM-DDTHH:MM`` (ValueError when not a valid date and time)."""
+    return minute_of(datetime.strptime(prefix, "%Y-%m-%dT%H:%M").replace(tzinfo=UTC).timestamp())
+
+
+def event_minute(value: object) -> int:
+    """The epoch minute of an eventTime; CloudTrail's own form (``...T09:26:53Z``, nearly every
+    record) by a per-minute cache, any other ISO 8601 form by `parse_event_time`."""
+    if isinstance(value, str) and _CANONICAL_TIME.match(value):
+        return _canonical_minute(value[:16])
+    return minute_of(parse_event_time(value).timestamp())
+
+
 def record_facts(record: Mapping[str, Any]) -> RecordFacts:
     """What an aggregate keeps of one record (raises `RecordError`/`KeyError` on broken records)."""
-    moment = parse_event_time(record.get("eventTime"))
+    minute = event_minute(record.get("eventTime"))
     read_only = record.get("readOnly")
     name = str(record["eventName"])
     write = (not read_only) if isinstance(read_only, bool) else not infer_read_only(name)
@@ -273,7 +303,7 @@ def record_facts(record: Mapping[str, Any]) -> RecordFacts:
         account = identity.get("accountId")
     return RecordFacts(
         scope=(str(account or UNKNOWN), str(record.get("awsRegion") or UNKNOWN)),
-        minute=minute_of(moment.timestamp()),
+        minute=minute,
         api=(str(record["eventSource"]), name),
         write=write,
         error_code=str(error) if error not in (None, "") else None,
@@ -288,11 +318,16 @@ class Aggregator:
     ``add(record)`` is all the batcher needs; ``drain(before_minute)`` hands back, in minute
     order, the minutes that are complete (older than the caller's watermark) and forgets them,
     so memory holds only the minutes still open (bounded by the allowed lateness).
+
+    Alike records (the same facts) are counted first and folded into the aggregates once per
+    distinct facts when they are read (`minutes`, `scopes`, `drain`): a batch repeats the same
+    caller, API and minute many times, and one Counter increment is cheaper than a fold.
     """
 
     def __init__(self, *, categories: frozenset[str] = MANAGEMENT_ONLY) -> None:
         self.categories = categories  # the event categories analysed (see `is_analysed`)
         self._minutes: dict[Scope, dict[int, MinuteApis]] = {}
+        self._alike: Counter[RecordFacts] = Counter()  # added, not yet folded into `_minutes`
         self.records = 0  # analysed records folded in
         self.skipped = 0  # not analysed (data events, Insights events)
         self.invalid = 0  # records without eventTime/eventSource/eventName
@@ -310,28 +345,37 @@ class Aggregator:
         return facts
 
     def add_facts(self, facts: RecordFacts) -> None:
-        apis = self._minutes.setdefault(facts.scope, {}).setdefault(facts.minute, {})
-        aggregate = apis.get(facts.api)
-        if aggregate is None:
-            aggregate = apis[facts.api] = ApiMinute()
-        aggregate.add(
-            write=facts.write,
-            error_code=facts.error_code,
-            principal=facts.principal,
-            user_agent=facts.user_agent,
-            principal_key=principal_key(facts.principal),
-        )
+        self._alike[facts] += 1
         self.records += 1
+
+    def _fold(self) -> None:
+        for facts, count in self._alike.items():  # in first-added order: deterministic
+            apis = self._minutes.setdefault(facts.scope, {}).setdefault(facts.minute, {})
+            aggregate = apis.get(facts.api)
+            if aggregate is None:
+                aggregate = apis[facts.api] = ApiMinute()
+            aggregate.add(
+                write=facts.write,
+                error_code=facts.error_code,
+                principal=facts.principal,
+                user_agent=facts.user_agent,
+                principal_key=principal_key(facts.principal),
+                count=count,
+            )
+        self._alike.clear()
 
     def minutes(self, scope: Scope) -> dict[int, MinuteApis]:
         """The open minutes of one scope (not drained)."""
+        self._fold()
         return self._minutes.get(scope, {})
 
     def scopes(self) -> list[Scope]:
+        self._fold()
         return sorted(self._minutes)
 
     def drain(self, before_minute: int | None = None) -> Iterator[tuple[Scope, int, MinuteApis]]:
         """Yield and forget (scope, minute, apis) for minutes < `before_minute` (all when None)."""
+        self._fold()
         ready: list[tuple[int, Scope]] = []
         for scope, minutes in self._minutes.items():
             ready.extend((m, scope) for m in minutes if before_minute is None or m < before_minute)
