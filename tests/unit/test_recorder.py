@@ -83,6 +83,7 @@ def test_secretsmanager_calls_are_recorded_with_secrets_hidden(aws: None) -> Non
     assert get["requestID"]
 
 
+@pytest.mark.skipif(not DATASETS.exists(), reason="../shared/datasets is not beside the repository")
 def test_recorded_get_secret_value_has_the_shape_of_the_real_record(aws: None) -> None:
     # real CloudTrail GetSecretValue records (stratus-red-team dataset) vs the recorder's
     real = next(

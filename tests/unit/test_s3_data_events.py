@@ -184,6 +184,7 @@ def test_trail_data_selectors_decide_delivery() -> None:
     ).selects(record)
 
 
+@pytest.mark.skipif(not DATASETS.exists(), reason="../shared/datasets is not beside the repository")
 def test_record_has_the_shape_of_real_s3_data_events() -> None:
     # given real CloudTrail S3 data events (OTRF dataset: GetObject) / then a mapped record has
     # their layout: same resources types in the same order, the same category fields, and a
