@@ -40,6 +40,7 @@ from opentrail.settings import BatcherSettings, DigesterSettings
 from opentrail.validate_logs import Options, run
 from tests.integration.test_batcher import record
 from tests.integration.test_trail_fanout import TRAILS as FANOUT_TRAILS
+from tests.integration.test_trail_fanout import s3_read as fanout_s3_read
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:No application metrics:UserWarning"),
@@ -64,16 +65,7 @@ RECORDING = [(t, r) for t in PREFIXES for r in REGIONS if not (t == "home-only" 
 
 
 def s3_read(key: str, region: str) -> dict[str, Any]:
-    return record(
-        account=ACCOUNT_ID,
-        region=region,
-        read_only=True,
-        eventSource="s3.amazonaws.com",
-        eventName="GetObject",
-        eventCategory="Data",
-        managementEvent=False,
-        resources=[{"type": "AWS::S3::Object", "ARN": f"arn:aws:s3:::{key}"}],
-    )
+    return fanout_s3_read(key, account=ACCOUNT_ID, region=region)
 
 
 def log_folder(trail: str, region: str) -> str:

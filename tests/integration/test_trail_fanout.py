@@ -33,8 +33,9 @@ TRAILS = [
 ]
 
 
-def s3_read(key: str) -> dict[str, Any]:
+def s3_read(key: str, **fields: Any) -> dict[str, Any]:
     return record(
+        **fields,
         read_only=True,
         eventSource="s3.amazonaws.com",
         eventName="GetObject",

@@ -458,6 +458,17 @@ def _token(value: str) -> str:
     return value_token("", value)
 
 
+def _post(bucket: dict[str, int | array[int]], pk: str, ref: int) -> None:
+    """Add `ref` to posting list `pk` (a single ref stays an int until a second one arrives)."""
+    refs = bucket.get(pk)
+    if refs is None:
+        bucket[pk] = ref
+    elif isinstance(refs, int):
+        bucket[pk] = array("Q", (refs, ref))
+    else:
+        refs.append(ref)
+
+
 class IndexBuilder:
     """Turns one batch's record lines into index items, deterministically.
 
@@ -576,13 +587,7 @@ class IndexBuilder:
         if bucket is None:
             bucket = self._postings[minute] = {}
         pk = prefixes[1] + (event_id if len(event_id) <= MAX_VALUE_BYTES and event_id.isascii() else _token(event_id))
-        refs = bucket.get(pk)
-        if refs is None:
-            bucket[pk] = ref
-        elif isinstance(refs, int):
-            bucket[pk] = array("Q", (refs, ref))
-        else:
-            refs.append(ref)
+        _post(bucket, pk, ref)
         name = get("eventName")
         if not isinstance(name, str) or not name:
             name = None
@@ -624,13 +629,7 @@ class IndexBuilder:
                 )
             )
             for pk in pks:
-                refs = bucket.get(pk)
-                if refs is None:
-                    bucket[pk] = ref
-                elif isinstance(refs, int):
-                    bucket[pk] = array("Q", (refs, ref))
-                else:
-                    refs.append(ref)
+                _post(bucket, pk, ref)
         self.stats.records += 1
         return done
 
