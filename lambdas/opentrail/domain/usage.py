@@ -140,14 +140,10 @@ class TrailMeter:
 
 def meters_of(trails: Iterable[Any]) -> list[TrailMeter]:
     """`TrailMeter`s of `opentrail.domain.trail.Trail`s, in their configured order."""
-    meters = []
-    for trail in trails:
-        types = frozenset(str(s.insight_type) for s in trail.insight_selectors)
-        categories = frozenset(c for s in trail.insight_selectors for c in s.event_categories) or frozenset(
-            {"Management"}
-        )
-        meters.append(TrailMeter(trail.name, types, categories))
-    return meters
+    return [
+        TrailMeter(trail.name, trail.insight_types, trail.insight_categories or frozenset({"Management"}))
+        for trail in trails
+    ]
 
 
 def insights_analysed(*, write: bool, insight_types: Iterable[str]) -> int:
