@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Final
-
 from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
-from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
@@ -16,10 +12,11 @@ from constructs import Construct
 
 from infra.buffer import Buffer
 from infra.config import OpenTrailConfig
-from infra.function import BATCHER_HANDLER, create_function, retention
+from infra.function import BATCHER_HANDLER, create_function, retention, schedule
 from infra.insights import InsightsStore
 from infra.log_archive import LogArchive
 from infra.nag import acknowledge, acknowledge_kms_grants
+from infra.tables import audit_table
 from infra.trails import (
     bucket_arn_token,
     grant_log_streams,
@@ -30,10 +27,6 @@ from infra.trails import (
 )
 from opentrail.domain.trail import Trail, trails_to_json
 from opentrail.settings import BatcherSettings
-
-LEDGER_TTL_ATTRIBUTE: Final = "expiresAt"
-HISTORY_TTL_ATTRIBUTE: Final = "expiresAt"
-SCHEDULED_INPUT: Final = {"action": "scheduled"}
 
 
 class Batcher(Construct):
@@ -51,37 +44,10 @@ class Batcher(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
 
-        self.ledger = dynamodb.Table(
-            self,
-            "DeliveryLedger",
-            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
-            encryption_key=archive.key,
-            time_to_live_attribute=LEDGER_TTL_ATTRIBUTE,
-            removal_policy=RemovalPolicy.RETAIN,
-        )
-
+        self.ledger = audit_table(self, "DeliveryLedger", key=archive.key)
         # The event history index (docs/history.md): one table, no secondary indexes (an
         # index entry costs write units), items expire by TTL after their eventTime.
-        self.history = dynamodb.Table(
-            self,
-            "EventHistory",
-            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
-            encryption_key=archive.key,
-            time_to_live_attribute=HISTORY_TTL_ATTRIBUTE,
-            removal_policy=RemovalPolicy.RETAIN,
-        )
+        self.history = audit_table(self, "EventHistory", key=archive.key)
 
         # Every trail recording in this region (docs/trails.md); the batcher fans out per trail.
         trails = region_trails(self, config)
@@ -144,12 +110,10 @@ class Batcher(Construct):
         self.trail_topics: dict[str, sns.Topic] = {}
         self._deliveries(config, trails, archive)
 
-        self.schedule = events.Rule(
-            self,
-            "Schedule",
-            description="OpenTrail: run the batcher",
-            schedule=events.Schedule.rate(Duration.minutes(config.batch_schedule_minutes)),
-            targets=[targets.LambdaFunction(self.function, event=events.RuleTargetInput.from_object(SCHEDULED_INPUT))],
+        self.schedule = schedule(
+            self.function,
+            events.Schedule.rate(Duration.minutes(config.batch_schedule_minutes)),
+            "OpenTrail: run the batcher",
         )
 
         acknowledge(

@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Final
 
 from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -25,6 +27,7 @@ from opentrail.settings import Settings
 INGEST_HANDLER: Final = "opentrail.handlers.ingest.handler"
 EVENTBRIDGE_CAPTURE_HANDLER: Final = "opentrail.handlers.eventbridge_capture.handler"
 BATCHER_HANDLER: Final = "opentrail.handlers.batcher.handler"
+SCHEDULED_INPUT: Final = {"action": "scheduled"}  # what every schedule sends its function
 
 # What the Lambda asset leaves out: the local runtime (moto), the command line and its
 # command modules, caches, tests.
@@ -153,3 +156,17 @@ def create_function(
         },
     )
     return function
+
+
+def schedule(function: lambda_.Function, when: events.Schedule, description: str) -> events.Rule:
+    """An EventBridge rule (child ``Schedule`` of the function's parent) invoking `function`
+    with ``{"action": "scheduled"}`` on `when`."""
+    scope = function.node.scope
+    assert isinstance(scope, Construct)
+    return events.Rule(
+        scope,
+        "Schedule",
+        description=description,
+        schedule=when,
+        targets=[targets.LambdaFunction(function, event=events.RuleTargetInput.from_object(SCHEDULED_INPUT))],
+    )

@@ -20,18 +20,18 @@ from __future__ import annotations
 
 from typing import Final
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from infra.config import OpenTrailConfig
-from infra.function import create_function
+from infra.function import create_function, schedule
 from infra.log_archive import LogArchive
 from infra.nag import acknowledge, acknowledge_kms_grants
+from infra.tables import audit_table
 from infra.trails import bucket_arn_token, grant_log_streams, home_region_setting, key_patterns, region_trails
 from opentrail.adapters.insights_store import AGGREGATE_PREFIX
 from opentrail.adapters.trail_state import TRAIL_STATE_PK
@@ -40,8 +40,6 @@ from opentrail.domain.trail import Trail, trails_to_json
 from opentrail.settings import InsightsSettings
 
 INSIGHTS_HANDLER: Final = "opentrail.handlers.insights.handler"
-SCHEDULED_INPUT: Final = {"action": "scheduled"}
-TTL_ATTRIBUTE: Final = "expiresAt"
 TIMEOUT_SECONDS: Final = 300
 DEFAULT_EVENT_BUS: Final = "default"
 TABLE_ACTIONS: Final = (
@@ -69,20 +67,7 @@ class InsightsStore(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, key: kms.IKey) -> None:
         super().__init__(scope, construct_id)
-        self.table = dynamodb.Table(
-            self,
-            "InsightsTable",
-            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True
-            ),
-            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
-            encryption_key=key,
-            time_to_live_attribute=TTL_ATTRIBUTE,
-            removal_policy=RemovalPolicy.RETAIN,
-        )
+        self.table = audit_table(self, "InsightsTable", key=key)
 
     def grant_aggregate_writes(self, grantee: iam.IGrantable) -> None:
         """What the batcher needs: put aggregate items (leading key ``M#...``), nothing else."""
@@ -192,12 +177,10 @@ class Insights(Construct):
                 )
             )
 
-        self.schedule = events.Rule(
-            self,
-            "Schedule",
-            description="OpenTrail: run the Insights analysis",
-            schedule=events.Schedule.rate(Duration.minutes(config.insights_schedule_minutes)),
-            targets=[targets.LambdaFunction(self.function, event=events.RuleTargetInput.from_object(SCHEDULED_INPUT))],
+        self.schedule = schedule(
+            self.function,
+            events.Schedule.rate(Duration.minutes(config.insights_schedule_minutes)),
+            "OpenTrail: run the Insights analysis",
         )
 
         acknowledge(

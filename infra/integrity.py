@@ -20,7 +20,6 @@ from typing import Final
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -28,7 +27,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.config import OpenTrailConfig
-from infra.function import create_function
+from infra.function import create_function, schedule
 from infra.nag import acknowledge, acknowledge_kms_grants
 from infra.trails import bucket_arn_token, home_region_setting, key_patterns, region_trails
 from opentrail.adapters.digests import PUBLIC_KEY_PK
@@ -36,7 +35,6 @@ from opentrail.domain.trail import trails_to_json
 from opentrail.settings import DigesterSettings
 
 DIGESTER_HANDLER: Final = "opentrail.handlers.digester.handler"
-SCHEDULED_INPUT: Final = {"action": "scheduled"}
 CLOCK_SKEW_SECONDS: Final = 60
 MIN_DIGEST_DELAY_SECONDS: Final = 300
 LEDGER_ACTIONS: Final = ("dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
@@ -157,12 +155,10 @@ class Integrity(Construct):
         acknowledge_kms_grants(role)
 
         minute = math.ceil(delay / 60)
-        self.schedule = events.Rule(
-            self,
-            "Schedule",
-            description=f"OpenTrail: digest the last hour, {minute} minutes past each hour",
-            schedule=events.Schedule.cron(minute=str(minute), hour="*"),
-            targets=[targets.LambdaFunction(self.function, event=events.RuleTargetInput.from_object(SCHEDULED_INPUT))],
+        self.schedule = schedule(
+            self.function,
+            events.Schedule.cron(minute=str(minute), hour="*"),
+            f"OpenTrail: digest the last hour, {minute} minutes past each hour",
         )
 
         acknowledge(

@@ -9,7 +9,8 @@ import pytest
 from conftest import synth
 
 from infra.function import BATCHER_HANDLER
-from infra.insights import HISTORY_LEADING_KEYS, INSIGHTS_HANDLER, TABLE_ACTIONS, TTL_ATTRIBUTE
+from infra.insights import HISTORY_LEADING_KEYS, INSIGHTS_HANDLER, TABLE_ACTIONS
+from infra.tables import TTL_ATTRIBUTE
 from opentrail.domain.insights import INSIGHT_TYPES
 
 

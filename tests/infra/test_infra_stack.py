@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match
 
-from infra.batcher import LEDGER_TTL_ATTRIBUTE
 from infra.buffer import MAX_RECEIVE_COUNT
 from infra.function import BATCHER_HANDLER, EVENTBRIDGE_CAPTURE_HANDLER, INGEST_HANDLER
+from infra.tables import TTL_ATTRIBUTE
 from opentrail.local import resources as local
 
 
@@ -261,7 +261,7 @@ def test_batcher_tables_shape_pitr_sse_ttl(default_synth: Any, prefix: str) -> N
         "SSEType": "KMS",
         "KMSMasterKeyId": {"Fn::GetAtt": [_key_id(default_synth), "Arn"]},
     }
-    assert props["TimeToLiveSpecification"] == {"AttributeName": LEDGER_TTL_ATTRIBUTE, "Enabled": True}
+    assert props["TimeToLiveSpecification"] == {"AttributeName": TTL_ATTRIBUTE, "Enabled": True}
     assert table["DeletionPolicy"] == "Retain"
 
 
