@@ -437,13 +437,9 @@ class LocalRuntime:
         keys: list[bytes] = []
 
         def call(event: dict[str, Any]) -> dict[str, Any]:
-            from opentrail.local.context import LocalContext
-
             if not keys:  # the NextToken key lives in the history table (so it is saved with --state-dir)
                 keys.append(NextTokenKeyStore(settings.history_table, client=self.dynamodb).key())
-            context = LocalContext(
-                function_name="opentrail-query", account_id=resources.account_id, region=resources.region
-            )
+            context = self._context("opentrail-query")
             result: dict[str, Any] = query.handler(
                 event, context, history=history, settings=settings, token_key=keys[0], dynamodb=self.dynamodb
             )
@@ -586,20 +582,13 @@ class LocalRuntime:
 
     def _run_digester(self, action: str, *, until: datetime | None = None) -> dict[str, Any]:
         from opentrail.handlers import digester
-        from opentrail.local.context import LocalContext
 
-        resources = self._resources
         delay = timedelta(seconds=self.options.digest_delay_seconds)
         with self._batch_lock:
             now = datetime.now(UTC)
             # Windows close `delay` after they end: a clock `delay` past `until` closes those before it.
             when = max(now, until + delay) if until is not None else now
-            context = LocalContext(
-                function_name="opentrail-digester",
-                account_id=resources.account_id,
-                region=resources.region,
-                timeout_seconds=float(DIGESTER_TIMEOUT_SECONDS),
-            )
+            context = self._context("opentrail-digester", DIGESTER_TIMEOUT_SECONDS)
             summary: dict[str, Any] = digester.handler(
                 {"action": action},
                 context,
@@ -652,16 +641,9 @@ class LocalRuntime:
 
     def _run_batcher(self, action: str) -> dict[str, Any]:
         from opentrail.handlers import batcher
-        from opentrail.local.context import LocalContext
 
-        resources = self._resources
         with self._batch_lock:
-            context = LocalContext(
-                function_name="opentrail-batcher",
-                account_id=resources.account_id,
-                region=resources.region,
-                timeout_seconds=float(BATCHER_TIMEOUT_SECONDS),
-            )
+            context = self._context("opentrail-batcher", BATCHER_TIMEOUT_SECONDS)
             summary: dict[str, Any] = batcher.handler(
                 {"action": action},
                 context,
@@ -749,14 +731,22 @@ class LocalRuntime:
             return _json_response(400, {"__type": "ValidationException", "message": str(error)})
         return _json_response(200, result)
 
-    def _call_ingest(self, event: dict[str, Any]) -> Response:
-        from opentrail.handlers import ingest
+    def _context(self, function_name: str, timeout_seconds: float | None = None) -> Any:
+        """The Lambda context a handler gets in local mode (this runtime's account and region)."""
         from opentrail.local.context import LocalContext
 
         resources = self._resources
-        context = LocalContext(
-            function_name="opentrail-ingest", account_id=resources.account_id, region=resources.region
+        return LocalContext(
+            function_name=function_name,
+            account_id=resources.account_id,
+            region=resources.region,
+            timeout_seconds=LocalContext.timeout_seconds if timeout_seconds is None else float(timeout_seconds),
         )
+
+    def _call_ingest(self, event: dict[str, Any]) -> Response:
+        from opentrail.handlers import ingest
+
+        context = self._context("opentrail-ingest")
         with self._ingest_lock:
             response = ingest.handler(event, context, buffer=self.buffer, settings=self.ingest_settings)
             _clear_metrics()
