@@ -192,25 +192,8 @@ def plan_regular(
         listed = tuple(by_source.get(source, ()))
         if head is not None and head.restart_at is not None and head.stops:
             listed = tuple(file for file in listed if file.delivered_at > head.stops[-1])
-        plans.append(
-            DigestPlan(
-                trail=trail.name,
-                source=source,
-                kind=REGULAR,
-                start_time=head.restart_at if head is not None and head.restart_at is not None else window_start,
-                end_time=end,
-                key=digest_key(
-                    account_id=source.account,
-                    source_region=source.region,
-                    trail_name=trail.name,
-                    home_region=trail.home_region,
-                    end_time=end,
-                    prefix=trail.prefix,
-                ),
-                files=listed,
-                restart=restart,
-            )
-        )
+        start = head.restart_at if head is not None and head.restart_at is not None else window_start
+        plans.append(_plan(trail, source, REGULAR, start, end, listed, restart=restart))
     return plans
 
 
@@ -270,26 +253,30 @@ def plan_backfill(
             continue
         earlier = {file.digest_key for file in group if file.digest_key and _is_backfill(file.digest_key)}
         end = hour_start + DIGEST_PERIOD + timedelta(seconds=len(earlier))
-        plans.append(
-            DigestPlan(
-                trail=trail.name,
-                source=source,
-                kind=BACKFILL,
-                start_time=hour_start,
-                end_time=end,
-                key=digest_key(
-                    account_id=source.account,
-                    source_region=source.region,
-                    trail_name=trail.name,
-                    home_region=trail.home_region,
-                    end_time=end,
-                    prefix=trail.prefix,
-                    backfill=True,
-                ),
-                files=missing,
-            )
-        )
+        plans.append(_plan(trail, source, BACKFILL, hour_start, end, missing))
     return plans
+
+
+def _plan(
+    trail: TrailTarget,
+    source: Source,
+    kind: ChainKind,
+    start: datetime,
+    end: datetime,
+    files: tuple[LedgerFile, ...],
+    *,
+    restart: bool = False,
+) -> DigestPlan:
+    key = digest_key(
+        account_id=source.account,
+        source_region=source.region,
+        trail_name=trail.name,
+        home_region=trail.home_region,
+        end_time=end,
+        prefix=trail.prefix,
+        backfill=kind == BACKFILL,
+    )
+    return DigestPlan(trail.name, source, kind, start, end, key, files, restart)
 
 
 def _is_backfill(key: str) -> bool:
