@@ -40,16 +40,8 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-ATTRIBUTE_KEYS = (
-    "EventId",
-    "EventName",
-    "ReadOnly",
-    "Username",
-    "ResourceType",
-    "ResourceName",
-    "EventSource",
-    "AccessKeyId",
-)
+from opentrail.domain.lookup import LOOKUP_ATTRIBUTE_KEYS
+
 STACK_OUTPUTS = ("QueryApiUrl", "IngestApiUrl")  # the query routes live on the capture API
 ENDPOINT_ENV = "OPENTRAIL_ENDPOINT_URL"
 _SHORTHAND = re.compile(r"^\s*(\w+)\s*=(.*?),\s*(\w+)\s*=(.*)$", re.DOTALL)
@@ -166,10 +158,10 @@ def parse_attributes(values: Sequence[str]) -> list[dict[str, str]]:
             raise UsageError(f"--lookup-attributes: expected AttributeKey=K,AttributeValue=V, got {value!r}")
         attributes.append({"AttributeKey": pairs["AttributeKey"].strip(), "AttributeValue": pairs["AttributeValue"]})
     for attribute in attributes:
-        if attribute["AttributeKey"] not in ATTRIBUTE_KEYS:
+        if attribute["AttributeKey"] not in LOOKUP_ATTRIBUTE_KEYS:
             raise UsageError(
                 f"--lookup-attributes: unknown AttributeKey {attribute['AttributeKey']!r}; "
-                f"one of {', '.join(ATTRIBUTE_KEYS)}"
+                f"one of {', '.join(LOOKUP_ATTRIBUTE_KEYS)}"
             )
     return attributes
 

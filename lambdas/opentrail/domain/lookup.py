@@ -57,7 +57,7 @@ LOOKUP_ATTRIBUTE_KEYS: Final = (
     "EventSource",
     "AccessKeyId",
 )
-INSIGHT_ATTRIBUTE_KEYS: Final = ("EventId", "EventName", "EventSource")
+INSIGHT_ATTRIBUTE_KEYS: Final = history.INSIGHT_KEYS  # what CloudTrail indexes for Insights events
 MAX_RESULTS: Final = 50
 MAX_ATTRIBUTE_VALUE: Final = 2000
 # Characters that count double towards MAX_ATTRIBUTE_VALUE (botocore model, LookupAttribute).
