@@ -322,7 +322,9 @@ def test_local_server_digest_endpoint_and_flush_digest_command(
 ) -> None:
     runtime = start()
     put(runtime, [(index, "DeleteWidget") for index in range(2)])
-    until = (NOW + timedelta(hours=2)).strftime("%Y-%m-%dT%H:00:00Z")
+    # from the clock, not NOW: the batch is delivered (and digested) in the current hour, which
+    # may already be past NOW's hour; +2 h 5 min keeps two windows closed across an hour boundary
+    until = (datetime.now(UTC) + timedelta(hours=2, minutes=5)).strftime("%Y-%m-%dT%H:00:00Z")
     assert cli.main(["flush", "--digest", "--until", until, "--endpoint-url", runtime.endpoint]) == 0
     out = capsys.readouterr().out
     assert out.startswith("flushed: 2 records in 1 log file(s)")
