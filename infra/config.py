@@ -44,12 +44,14 @@ EVENT_PATTERN_FIELDS: Final = (
 )
 _CHANNEL_NAME = re.compile(r"^[A-Za-z0-9._-]{3,128}$")
 
-# Powertools for AWS Lambda (Python) v3, public layer for python3.12/x86_64. Version 27 is the
-# newest number found in the Powertools docs history available offline; check the layer that
-# matches the pinned aws-lambda-powertools before a deploy (docs/configuration.md).
+# Powertools for AWS Lambda (Python) v3, public layer for python3.12/x86_64. By default the
+# layer is the one Powertools publishes for the pinned version (POWERTOOLS_VERSION, the pin in
+# requirements.txt), read at deploy time from its public SSM parameter in the stack's region;
+# `powertoolsLayerVersion` picks a layer number instead (docs/configuration.md).
+POWERTOOLS_VERSION: Final = "3.37.0"
+POWERTOOLS_LAYER_PARAMETER: Final = f"/aws/service/powertools/python/x86_64/python3.12/{POWERTOOLS_VERSION}"
 POWERTOOLS_LAYER_ACCOUNT: Final = "017000801446"
 POWERTOOLS_LAYER_NAME: Final = "AWSLambdaPowertoolsPythonV3-python312-x86_64"
-DEFAULT_POWERTOOLS_LAYER_VERSION: Final = 27
 
 # The rule text for each key, used in error messages (and mirrored in docs/configuration.md).
 RULES: Final[dict[str, str]] = {
@@ -65,7 +67,7 @@ RULES: Final[dict[str, str]] = {
     "accessLoggingDisabledReason": "must be a non-empty string when accessLogging is false",
     "accessLogExpirationDays": "must be an integer of at least 1",
     "logRetentionDays": f"must be a CloudWatch Logs retention period: {', '.join(map(str, LOG_RETENTION_DAYS))}",
-    "powertoolsLayerVersion": "must be a positive integer (a version of the public Powertools v3 layer)",
+    "powertoolsLayerVersion": "must be null or a positive integer (a version of the public Powertools v3 layer)",
     "channelName": "3-128 characters [A-Za-z0-9._-]",
     "historyRetentionDays": "must be an integer between 1 and 3650",
     "historyDataEvents": "must be true or false",
@@ -122,7 +124,7 @@ class OpenTrailConfig(BaseModel):
     access_logging_disabled_reason: str | None = None
     access_log_expiration_days: int = Field(default=365, ge=1)
     log_retention_days: int = 30
-    powertools_layer_version: int = Field(default=DEFAULT_POWERTOOLS_LAYER_VERSION, ge=1)
+    powertools_layer_version: int | None = Field(default=None, ge=1)  # None: POWERTOOLS_LAYER_PARAMETER
     channel_name: str = "opentrail"
     event_bridge_capture_pattern: dict[str, Any] = Field(default_factory=_default_pattern)
     # Event history (docs/history.md): days before index items expire after their eventTime,
@@ -185,8 +187,11 @@ class OpenTrailConfig(BaseModel):
         return 6 * self.batcher_timeout_seconds
 
     @property
-    def powertools_layer_arn_suffix(self) -> str:
-        """``<account>:layer:<name>:<version>``; the stack prepends partition and region."""
+    def powertools_layer_arn_suffix(self) -> str | None:
+        """``<account>:layer:<name>:<version>`` (the stack prepends partition and region), or
+        None when the layer comes from POWERTOOLS_LAYER_PARAMETER."""
+        if self.powertools_layer_version is None:
+            return None
         return f"{POWERTOOLS_LAYER_ACCOUNT}:layer:{POWERTOOLS_LAYER_NAME}:{self.powertools_layer_version}"
 
 

@@ -17,10 +17,11 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from infra import LAMBDAS_DIR
-from infra.config import OpenTrailConfig
+from infra.config import POWERTOOLS_LAYER_PARAMETER, OpenTrailConfig
 from infra.nag import acknowledge
 from opentrail.settings import Settings
 
@@ -79,12 +80,18 @@ def retention(days: int) -> logs.RetentionDays:
 
 
 def powertools_layer(scope: Construct, config: OpenTrailConfig) -> lambda_.ILayerVersion:
-    """The public Powertools v3 layer, referenced once per stack."""
+    """The public Powertools v3 layer, referenced once per stack: the configured layer number,
+    or (default) the layer Powertools publishes for the pinned version, whose ARN CloudFormation
+    reads from Powertools' public SSM parameter in the stack's region at deploy time."""
     stack = Stack.of(scope)
     existing = stack.node.try_find_child(_LAYER_ID)
     if existing is not None:
         return existing  # type: ignore[return-value]
-    arn = f"arn:{stack.partition}:lambda:{stack.region}:{config.powertools_layer_arn_suffix}"
+    suffix = config.powertools_layer_arn_suffix
+    if suffix is None:
+        arn = ssm.StringParameter.value_for_string_parameter(stack, POWERTOOLS_LAYER_PARAMETER)
+    else:
+        arn = f"arn:{stack.partition}:lambda:{stack.region}:{suffix}"
     return lambda_.LayerVersion.from_layer_version_arn(stack, _LAYER_ID, arn)
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from infra.config import POWERTOOLS_LAYER_PARAMETER, POWERTOOLS_VERSION
 from infra.function import BATCHER_HANDLER, EVENTBRIDGE_CAPTURE_HANDLER, INGEST_HANDLER
 from infra.history import QUERY_HANDLER
 from infra.insights import INSIGHTS_HANDLER
@@ -28,6 +31,7 @@ SETTINGS: dict[str, type[Settings]] = {
     DIGESTER_HANDLER: DigesterSettings,
     INSIGHTS_HANDLER: InsightsSettings,
 }
+ROOT = Path(__file__).resolve().parents[2]
 LAYER = "arn:aws:lambda:us-east-1:017000801446:layer:AWSLambdaPowertoolsPythonV3-python312-x86_64:{}"
 
 
@@ -56,11 +60,27 @@ def test_function_runtime_layer_tracing_and_log_group(default_synth: Any, handle
     props = function["Properties"]
     assert props["Runtime"] == "python3.12"
     assert props["Architectures"] == ["x86_64"]
-    assert props["Layers"] == [LAYER.format(27)]
+    [layer] = props["Layers"]
+    parameter = default_synth.template.to_json()["Parameters"][layer["Ref"]]
+    assert parameter == {"Type": "AWS::SSM::Parameter::Value<String>", "Default": POWERTOOLS_LAYER_PARAMETER}
     assert props["TracingConfig"] == {"Mode": "Active"}
     log_group_id = props["LoggingConfig"]["LogGroup"]["Ref"]
     log_group = default_synth.resources("AWS::Logs::LogGroup")[log_group_id]
     assert log_group["Properties"]["RetentionInDays"] == 30
+
+
+def test_default_layer_is_the_one_published_for_the_pinned_powertools() -> None:
+    # requirements.txt pins what the tests ran on; the deployed layer must carry the same version
+    pins = dict(
+        line.split("==", 1)
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    assert (
+        pins["aws-lambda-powertools[tracer,parser]"]
+        == POWERTOOLS_VERSION
+        == importlib.metadata.version("aws-lambda-powertools")
+    )
 
 
 def test_function_layer_version_and_retention_follow_config(variant_synth: Any) -> None:
