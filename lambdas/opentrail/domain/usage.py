@@ -20,8 +20,9 @@ price table the benchmark uses too. Pure code: no I/O.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from opentrail.domain.record import infer_read_only
@@ -161,24 +162,18 @@ def is_write(record: Mapping[str, Any]) -> bool:
     return not infer_read_only(str(record.get("eventName", "")))
 
 
-@dataclass(slots=True)
-class _Seen:
-    category: str
-    write: bool
-    trails: list[str] = field(default_factory=list)
-
-
 class UsageCounter:
     """Counts one batch: feed each record of each trail's files (`add`), then `counts()`.
 
     A record (eventID) seen in several trails' files is counted once per trail; the first copy
-    goes to the earliest trail in `trails` order. Holds one small entry per distinct eventID.
+    goes to the earliest trail in `trails` order. Holds one small entry per distinct eventID:
+    ``[category, write, trail, ...]``; records with equal entries are counted together.
     """
 
     def __init__(self, trails: Sequence[TrailMeter]) -> None:
         self._order = {meter.name: i for i, meter in enumerate(trails)}
         self._meters = {meter.name: meter for meter in trails}
-        self._seen: dict[str, _Seen] = {}
+        self._seen: dict[str, list[Any]] = {}
         self._anonymous = 0
 
     def add(self, trail: str, record: Mapping[str, Any]) -> None:
@@ -188,29 +183,31 @@ class UsageCounter:
             self._anonymous += 1
         seen = self._seen.get(event_id)
         if seen is None:
-            category = str(record.get("eventCategory") or "Management")
-            seen = self._seen[event_id] = _Seen(category, is_write(record))
-        if trail not in seen.trails:
-            seen.trails.append(trail)
+            self._seen[event_id] = [str(record.get("eventCategory") or "Management"), is_write(record), trail]
+        elif trail not in seen[2:]:
+            seen.append(trail)
 
     def counts(self) -> dict[str, UsageCounts]:
         """Per trail (only trails with some count)."""
         result: dict[str, UsageCounts] = {}
         last = len(self._order)
-        for seen in self._seen.values():
-            ordered = sorted(seen.trails, key=lambda name: (self._order.get(name, last), name))
+        alike = Counter(tuple(seen) for seen in self._seen.values())
+        for (category, write, *trails), records in alike.items():
+            ordered = sorted(trails, key=lambda name: (self._order.get(name, last), name))
             for index, name in enumerate(ordered):
                 counts = result.setdefault(name, UsageCounts())
-                if seen.category == "Management":
+                if category == "Management":
                     if index == 0:
-                        counts.management_first += 1
+                        counts.management_first += records
                     else:
-                        counts.management_additional += 1
-                elif seen.category == "Data":
-                    counts.data += 1
+                        counts.management_additional += records
+                elif category == "Data":
+                    counts.data += records
                 meter = self._meters.get(name)
-                if meter is not None and meter.insight_types and seen.category in meter.insight_categories:
-                    counts.insights_analysed += insights_analysed(write=seen.write, insight_types=meter.insight_types)
+                if meter is not None and meter.insight_types and category in meter.insight_categories:
+                    counts.insights_analysed += records * insights_analysed(
+                        write=write, insight_types=meter.insight_types
+                    )
         return {name: counts for name, counts in result.items() if counts}
 
 
