@@ -88,7 +88,7 @@ class Reference:
         item = {
             "pk": h.page_partition(self.bref, self.page_number),
             "sk": h.PAGE_CODE,
-            h.DATA_ATTRIBUTE: zlib.compress(b"\n".join(self.page), 9),
+            h.DATA_ATTRIBUTE: zlib.compress(b"\n".join(self.page), h.PAGE_ZLIB_LEVEL),
             h.TTL_ATTRIBUTE: self.newest + self.retention,
         }
         self.stats.pages += 1

@@ -62,6 +62,9 @@ MAX_VALUE_BYTES: Final = 96
 # is then ~15-35 KB for CloudTrail records, and always < 400 KB (one record is <= 256 KB).
 PAGE_RAW_BYTES: Final = 128 * 1024
 PAGE_MAX_RECORDS: Final = 512
+# zlib level of a page: 6 rather than 9 makes pages ~0.8% larger (+0.002 write units per event)
+# and the batcher ~10% faster; both sides are worth ~$0.0001 per 100k events (docs/benchmarks.md).
+PAGE_ZLIB_LEVEL: Final = 6
 # Refs per posting item (6 bytes each: 24 KB); longer lists go on in chunk 1, 2, ...
 CHUNK_REFS: Final = 4096
 BATCH_REF_CHARS: Final = 10
@@ -695,7 +698,7 @@ class IndexBuilder:
         return item
 
     def _page_item(self) -> dict[str, Any]:
-        data = zlib.compress(b"\n".join(self._lines), 9)
+        data = zlib.compress(b"\n".join(self._lines), PAGE_ZLIB_LEVEL)
         item = {
             "pk": page_partition(self.bref, self._page_number),
             "sk": PAGE_CODE,
