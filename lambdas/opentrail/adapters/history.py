@@ -99,8 +99,7 @@ class EventHistory:
         self.data_events = data_events
         self._ddb = client or boto3.client("dynamodb")
         self.requests: Counter[str] = Counter()
-        self.write_units = 0  # computed from item sizes (DynamoDB's rule), over all writes
-        self.items_written = 0
+        self.items_written = 0  # (their write units: the builder's `BuildStats.write_units`)
 
     # -- writes ------------------------------------------------------------------------
 
@@ -164,7 +163,6 @@ class EventHistory:
                 time.sleep(min(1.0, 0.05 * 2**attempt))
             else:
                 raise HistoryStoreError("history write: items left unprocessed")
-            self.write_units += sum(map(h.write_units, chunk))
             self.items_written += len(chunk)
 
     # -- lookups -----------------------------------------------------------------------
