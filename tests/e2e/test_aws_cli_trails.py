@@ -69,8 +69,10 @@ def local() -> Iterator[dict[str, Any]]:
             ]
             assert data.put_audit_events(channelArn=runtime.channel_arn, auditEvents=events)["failed"] == []
             assert request_flush(runtime.endpoint)["records"] == EVENTS
-            hour = now.replace(minute=0, second=0)
-            until = hour + timedelta(hours=1)
+            hour = now.replace(minute=0, second=0)  # before the delivery: `start` covers the file
+            # `until` from the clock after the delivery, not from `now`: if the hour turned before
+            # the flush, the file is in the next hour and `hour + 1 h` would leave it undigested
+            until = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
             runtime.digest(until=until)
             yield {
                 "runtime": runtime,

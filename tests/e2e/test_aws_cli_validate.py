@@ -76,8 +76,11 @@ def _deliver_and_digest(runtime: LocalRuntime) -> dict[str, Any]:
         ]
         assert data.put_audit_events(channelArn=runtime.channel_arn, auditEvents=events)["failed"] == []
         assert request_flush(runtime.endpoint)["records"] == EVENTS_PER_ROUND  # one log file per round
-    hour = now.replace(minute=0, second=0)
-    until = hour + timedelta(hours=1 + EMPTY_HOURS)
+    hour = now.replace(minute=0, second=0)  # before the first delivery: `start` covers every file
+    # `until` from the clock after the last delivery, not from `now`: if the hour turned before
+    # the first flush, every file is in the next hour and `hour + 1 h + EMPTY_HOURS` would close
+    # one window too few; from here, the last file's hour + EMPTY_HOURS empty ones are closed
+    until = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1 + EMPTY_HOURS)
     output = io.StringIO()
     # `opentrail flush --digest --until T` (POST /_opentrail/digest): flush, then digest up to T
     with pytest.MonkeyPatch.context() as patch:

@@ -172,8 +172,10 @@ def test_data_events_sdk_calls_and_extensions_flow_into_files_history_insights_a
     ddb.put_item(TableName="orders", Item={"id": {"S": "o-1"}})
     recorder.flush()
 
-    # The batcher drains everything the sources buffered.
-    summary = harness.run(at=now + timedelta(minutes=2))
+    # The batcher drains everything the sources buffered. Usage is counted per delivery day:
+    # this run's, which is tomorrow when `now` is in the last 2 minutes of the UTC day.
+    delivered = now + timedelta(minutes=2)
+    summary = harness.run(at=delivered)
     assert summary["failedBatches"] == 0
     assert summary["deadLettered"] == 0
     assert harness.queue_depth() == 0
@@ -235,13 +237,15 @@ def test_data_events_sdk_calls_and_extensions_flow_into_files_history_insights_a
     reads = len(management_ids) - writes
     rows = {
         row.trail: row.counts
-        for row in summarise(UsageStore(resources.ledger_table, client=harness.ddb).read(now.date(), now.date()))
+        for row in summarise(
+            UsageStore(resources.ledger_table, client=harness.ddb).read(delivered.date(), delivered.date())
+        )
     }
     assert rows == {
         "management": UsageCounts(management_first=len(management_ids), insights_analysed=2 * writes + reads),
         "data": UsageCounts(management_additional=len(management_ids), data=len(data) - len(management_ids)),
     }
-    day = now.date().isoformat()
+    day = delivered.date().isoformat()
     region = ["--region", REGION, "--ledger-table", resources.ledger_table]
     assert main(["usage", "--since", day, "--until", day, *region]) == 0
     out = "\n".join(line for line in capsys.readouterr().out.splitlines() if not line.startswith("{"))

@@ -248,7 +248,9 @@ def test_local_cli_log_tools_read_the_bucket_with_aws_endpoint_url_s3(runtime: L
         ],
         capture_output=True,
         text=True,
-        env=_clean_env(AWS_ENDPOINT_URL_S3=runtime.aws_endpoint),
+        # trailscraper turns --from/--to into day folders in the local time zone; the folders
+        # are UTC days (west of UTC, the local date lags the UTC date every evening)
+        env=_clean_env(AWS_ENDPOINT_URL_S3=runtime.aws_endpoint, TZ="UTC"),
         timeout=120,
         check=False,
     )
