@@ -19,7 +19,9 @@ from infra.nag import acknowledge, acknowledge_kms_grants
 from infra.tables import audit_table
 from infra.trails import (
     bucket_arn_token,
+    grant_home_trail_state,
     grant_log_streams,
+    home_ledger_setting,
     home_region_setting,
     key_patterns,
     region_trails,
@@ -68,6 +70,7 @@ class Batcher(Construct):
                 history_data_events=config.history_data_events,
                 insights_table=insights.table.table_name if insights is not None else "",
                 home_region=home_region_setting(self, config),
+                home_ledger_table=home_ledger_setting(self, config),
             ),
             description="OpenTrail batcher: drains the buffer into CloudTrail log files",
             timeout=Duration.seconds(config.batcher_timeout_seconds),
@@ -77,6 +80,7 @@ class Batcher(Construct):
         )
 
         buffer.queue.grant_consume_messages(self.function)
+        grant_home_trail_state(self.function, config)
         buffer.dead_letter_queue.grant_send_messages(self.function)
         archive.key.grant_encrypt_decrypt(self.function)
         if archive.log_key is not archive.key:  # a non-home region: the home region's log key

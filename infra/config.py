@@ -83,6 +83,7 @@ RULES: Final[dict[str, str]] = {
     "homeRegion": "null (the first of regions), or one of regions: the region owning the log bucket",
     "homeLogBucket": "the home region's LogBucketName output; required when regions lists more than one region",
     "homeKmsKeyArn": "the home region's LogKmsKeyArn output (a KMS key ARN in homeRegion); required with homeLogBucket",
+    "homeLedgerTable": "the home region's LedgerTableName output (a DynamoDB table name); required with homeLogBucket",
     "s3DataEventBuckets": (
         "null (off), or a non-empty list of up to 100 unique S3 bucket names whose EventBridge notifications "
         "become S3 data events"
@@ -152,6 +153,7 @@ class OpenTrailConfig(BaseModel):
     home_region: str | None = None
     home_log_bucket: str | None = None
     home_kms_key_arn: str | None = None
+    home_ledger_table: str | None = None  # the trails' logging state (StartLogging/StopLogging)
     # S3 data events (docs/capture.md, "S3 data events"): buckets (with EventBridge notifications
     # on) whose object-level notifications a second EventBridge rule sends to capture.
     s3_data_event_buckets: list[str] | None = None
@@ -269,6 +271,7 @@ def _check_rules(config: OpenTrailConfig) -> None:
 
 _REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d{1,2}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_TABLE = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 # Lambda's environment (all variables) is at most 4 KB; the trails share it with the rest.
 MAX_TRAILS_JSON_BYTES: Final = 2500
 MAX_S3_DATA_EVENT_BUCKETS: Final = 100
@@ -305,9 +308,15 @@ def _check_trails_and_regions(config: OpenTrailConfig) -> None:
             show_value=False,
         )
     if config.regions is None:
-        if config.home_region or config.home_log_bucket or config.home_kms_key_arn:
-            key = "homeRegion" if config.home_region else "homeLogBucket" if config.home_log_bucket else "homeKmsKeyArn"
-            raise ConfigError(key, "only with regions")
+        given = {
+            "homeRegion": config.home_region,
+            "homeLogBucket": config.home_log_bucket,
+            "homeKmsKeyArn": config.home_kms_key_arn,
+            "homeLedgerTable": config.home_ledger_table,
+        }
+        for key, value in given.items():
+            if value:
+                raise ConfigError(key, "only with regions")
         return
     regions = config.regions
     if not regions or len(set(regions)) != len(regions) or not all(_REGION.match(r) for r in regions):
@@ -336,3 +345,10 @@ def _check_trails_and_regions(config: OpenTrailConfig) -> None:
     ):
         partition_hint = f"arn:aws:kms:{home}:<account>:key/<id>"
         raise ConfigError("homeKmsKeyArn", f"the home stack's LogKmsKeyArn output ({partition_hint})", arn or None)
+    if config.home_ledger_table is None or not _TABLE.match(config.home_ledger_table):
+        raise ConfigError(
+            "homeLedgerTable",
+            "required when regions lists more than one region: copy the home stack's LedgerTableName output "
+            "here (StartLogging/StopLogging in the home region hold in every region)",
+            config.home_ledger_table,
+        )

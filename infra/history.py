@@ -19,7 +19,7 @@ from constructs import Construct
 
 from infra.config import OpenTrailConfig
 from infra.function import create_function
-from infra.trails import home_region_setting, region_trails
+from infra.trails import grant_home_trail_state, home_ledger_setting, home_region_setting, region_trails
 from opentrail.adapters.trail_state import TRAIL_STATE_PK
 from opentrail.domain.lookup import CONFIG_PK
 from opentrail.domain.trail import trails_to_json
@@ -63,6 +63,7 @@ class History(Construct):
                 log_bucket=log_bucket,
                 log_kms_key_arn=log_kms_key_arn,
                 home_region=home_region_setting(self, config),
+                home_ledger_table=home_ledger_setting(self, config),
             ),
             description="OpenTrail query API: CloudTrail LookupEvents over the event history index",
             # API Gateway's integration timeout is 29 s.
@@ -95,6 +96,7 @@ class History(Construct):
                     conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [TRAIL_STATE_PK]}},
                 )
             )
+            grant_home_trail_state(self.function, config)
         # The tables are encrypted with the project key: reads decrypt, the puts encrypt.
         key.grant(self.function, "kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey")
 

@@ -32,7 +32,15 @@ from infra.function import create_function, schedule
 from infra.log_archive import LogArchive
 from infra.nag import acknowledge, acknowledge_kms_grants
 from infra.tables import audit_table
-from infra.trails import bucket_arn_token, grant_log_streams, home_region_setting, key_patterns, region_trails
+from infra.trails import (
+    bucket_arn_token,
+    grant_home_trail_state,
+    grant_log_streams,
+    home_ledger_setting,
+    home_region_setting,
+    key_patterns,
+    region_trails,
+)
 from opentrail.adapters.insights_store import AGGREGATE_PREFIX
 from opentrail.adapters.trail_state import TRAIL_STATE_PK
 from opentrail.domain.history import INSIGHT_PREFIX, PAGE_CODE
@@ -116,6 +124,7 @@ class Insights(Construct):
                 trails=trails_to_json(trails),
                 ledger_table=ledger.table_name,
                 home_region=home_region_setting(self, config),
+                home_ledger_table=home_ledger_setting(self, config),
                 sensitivity=config.insights_sensitivity,
                 event_bus=DEFAULT_EVENT_BUS if event_bridge else "",
                 event_bridge_all=config.insights_event_bridge,
@@ -159,6 +168,7 @@ class Insights(Construct):
                 conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [TRAIL_STATE_PK]}},
             )
         )
+        grant_home_trail_state(self.function, config)
         grant_log_streams(
             self.function,
             sorted({t.deliveries.cloud_watch_logs for t in analysed if t.deliveries.cloud_watch_logs}),

@@ -29,7 +29,14 @@ from constructs import Construct
 from infra.config import OpenTrailConfig
 from infra.function import create_function, schedule
 from infra.nag import acknowledge, acknowledge_kms_grants
-from infra.trails import bucket_arn_token, home_region_setting, key_patterns, region_trails
+from infra.trails import (
+    bucket_arn_token,
+    grant_home_trail_state,
+    home_ledger_setting,
+    home_region_setting,
+    key_patterns,
+    region_trails,
+)
 from opentrail.adapters.digests import PUBLIC_KEY_PK
 from opentrail.domain.trail import trails_to_json
 from opentrail.settings import DigesterSettings
@@ -106,6 +113,7 @@ class Integrity(Construct):
                 # Every trail of the region; the digester skips LogFileValidationEnabled=false ones.
                 trails=trails_to_json(trails),
                 home_region=home_region_setting(self, config),
+                home_ledger_table=home_ledger_setting(self, config),
                 digest_delay_seconds=delay,
             ),
             description="OpenTrail digester: hourly signed digest files (CloudTrail log file validation)",
@@ -114,6 +122,7 @@ class Integrity(Construct):
             # A failed run is not retried: the next hourly run catches up every missed window.
             retry_attempts=0,
         )
+        grant_home_trail_state(self.function, config)
         role = self.function.role
         assert role is not None
         # Only the digester signs: key policy (the account's statement above has no kms:Sign)

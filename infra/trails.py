@@ -13,6 +13,7 @@ from constructs import Construct
 
 from infra.config import OpenTrailConfig
 from infra.nag import acknowledge, arn_token
+from opentrail.adapters.trail_state import TRAIL_STATE_PK
 from opentrail.domain.trail import Trail
 
 
@@ -30,6 +31,38 @@ def region_trails(scope: Construct, config: OpenTrailConfig) -> tuple[Trail, ...
 def home_region_setting(scope: Construct, config: OpenTrailConfig) -> str:
     """``HOME_REGION`` of a function: empty in the home region (the function's own region)."""
     return "" if config.is_home(stack_region(scope)) else str(config.home)
+
+
+def home_ledger_setting(scope: Construct, config: OpenTrailConfig) -> str:
+    """``HOME_LEDGER_TABLE`` of a function: empty in the home region (its own ledger holds the
+    trails' logging state), else the home region's ledger table."""
+    return "" if config.is_home(stack_region(scope)) else str(config.home_ledger_table)
+
+
+def grant_home_trail_state(function: lambda_.IFunction, config: OpenTrailConfig) -> None:
+    """In a non-home region, let `function` read the trails' logging state in the home region's
+    ledger: its TRAILSTATE items only, decrypted with the home region's key."""
+    stack = Stack.of(function)
+    if config.is_home(stack_region(stack)):
+        return
+    table = stack.format_arn(
+        service="dynamodb", region=config.home, resource="table", resource_name=config.home_ledger_table
+    )
+    function.add_to_role_policy(
+        iam.PolicyStatement(
+            sid="ReadHomeTrailState",
+            actions=["dynamodb:GetItem", "dynamodb:Query"],
+            resources=[table],
+            conditions={"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": [TRAIL_STATE_PK]}},
+        )
+    )
+    function.add_to_role_policy(
+        iam.PolicyStatement(
+            sid="DecryptHomeTrailState",
+            actions=["kms:Decrypt", "kms:DescribeKey"],
+            resources=[str(config.home_kms_key_arn)],
+        )
+    )
 
 
 def key_patterns(trails: tuple[Trail, ...], folder: str) -> list[str]:

@@ -66,6 +66,10 @@ class TrailsSettings(Settings):
     """Settings of the functions that need the trails: ``TRAILS``, CloudTrail's JSON shape."""
 
     trails: str = DEFAULT_TRAILS_JSON
+    # Multi-region (docs/trails.md): the home region's ledger table, which holds the trails'
+    # logging state (StartLogging/StopLogging are called in the home region and hold in every
+    # region); empty: this region's own ledger (the home region, or a single-region deployment).
+    home_ledger_table: str = ""
 
     @field_validator("trails")
     @classmethod

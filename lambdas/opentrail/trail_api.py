@@ -107,9 +107,9 @@ def _state(call: Any) -> Any:
     table = getattr(call.settings, "ledger_table", "")
     if not table:
         return None
-    from opentrail.adapters.trail_state import TrailStateStore
+    from opentrail.adapters.trail_state import trail_state_store
 
-    return TrailStateStore(table, client=getattr(call, "dynamodb", None))
+    return trail_state_store(call.settings, client=getattr(call, "dynamodb", None))
 
 
 def get_trail_status(call: Any) -> dict[str, Any]:
@@ -148,6 +148,12 @@ def _set_logging(call: Any, logging: bool) -> dict[str, Any]:
     store = _state(call)
     if store is None:
         raise _error("OperationNotPermittedException", STATE_TABLE_MISSING)
+    if store.home is not None:  # as CloudTrail: the logging state is set in the trail's home region
+        raise _error(
+            "InvalidHomeRegionException",
+            f"Trail {trail.name} belongs to home region {home_region(call)}: call "
+            f"{'StartLogging' if logging else 'StopLogging'} there.",
+        )
     store.set_logging(trail.name, logging, call.now)
     return {}
 

@@ -12,7 +12,7 @@ import pytest
 from infra.function import BATCHER_HANDLER
 from tests.infra.conftest import Synth, synth
 from tests.infra.test_infra_nag import _findings
-from tests.infra.test_infra_trails import HOME_BUCKET, HOME_KEY, synth_regions
+from tests.infra.test_infra_trails import HOME_BUCKET, HOME_KEY, HOME_LEDGER, synth_regions
 
 TRAILS = [
     {"Name": "opentrail"},
@@ -79,6 +79,7 @@ def test_other_regions_write_to_the_home_regions_groups_and_topics() -> None:
             "homeRegion": "us-east-1",
             "homeLogBucket": HOME_BUCKET,
             "homeKmsKeyArn": HOME_KEY,
+            "homeLedgerTable": HOME_LEDGER,
         }
     )
     other = stacks["eu-west-1"]

@@ -17,6 +17,7 @@ from tests.infra.conftest import Synth, cdk_context
 
 HOME_BUCKET = "opentrail-logbucket-home123"
 HOME_KEY = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
+HOME_LEDGER = "OpenTrail-BatcherLedger1234-ABCDEFGHIJ"
 TRAILS = [
     {"Name": "opentrail"},
     {"Name": "security", "S3KeyPrefix": "security", "EventSelectors": [{"ReadWriteType": "WriteOnly"}]},
@@ -28,6 +29,7 @@ MULTI = {
     "homeRegion": "us-east-1",
     "homeLogBucket": HOME_BUCKET,
     "homeKmsKeyArn": HOME_KEY,
+    "homeLedgerTable": HOME_LEDGER,
 }
 
 
@@ -66,7 +68,23 @@ MULTI = {
             "homeKmsKeyArn",
             "arn:aws:kms:us-east-1:",
         ),
+        (
+            {"regions": ["us-east-1", "eu-west-1"], "homeLogBucket": HOME_BUCKET, "homeKmsKeyArn": HOME_KEY},
+            "homeLedgerTable",
+            "LedgerTableName output",
+        ),
+        (
+            {
+                "regions": ["us-east-1", "eu-west-1"],
+                "homeLogBucket": HOME_BUCKET,
+                "homeKmsKeyArn": HOME_KEY,
+                "homeLedgerTable": "a table",
+            },
+            "homeLedgerTable",
+            "LedgerTableName output",
+        ),
         ({"homeLogBucket": HOME_BUCKET}, "homeLogBucket", "only with regions"),
+        ({"homeLedgerTable": HOME_LEDGER}, "homeLedgerTable", "only with regions"),
         (
             {
                 "trails": [
@@ -177,7 +195,23 @@ def test_non_home_digester_and_query_name_the_home_region(regions: dict[str, Syn
 def test_home_stack_exports_what_the_other_regions_need(regions: dict[str, Synth]) -> None:
     outputs = regions["us-east-1"].template.find_outputs("*")
 
-    assert {"LogBucketName", "LogKmsKeyArn"} <= set(outputs)
+    assert {"LogBucketName", "LogKmsKeyArn", "LedgerTableName"} <= set(outputs)
+
+
+@pytest.mark.parametrize("handler", [BATCHER_HANDLER, DIGESTER_HANDLER, QUERY_HANDLER])
+def test_non_home_functions_read_the_logging_state_in_the_home_ledger(regions: dict[str, Synth], handler: str) -> None:
+    other, home = regions["eu-west-1"], regions["us-east-1"]
+
+    assert env(other, handler)["HOME_LEDGER_TABLE"] == HOME_LEDGER
+    assert env(home, handler)["HOME_LEDGER_TABLE"] == ""  # the home region's own ledger
+    statements = {s.get("Sid"): s for s in other.role_policy_statements(handler)}
+    read = statements["ReadHomeTrailState"]
+    assert sorted(read["Action"]) == ["dynamodb:GetItem", "dynamodb:Query"]  # no writes: StopLogging is home's
+    assert f":dynamodb:us-east-1:123456789012:table/{HOME_LEDGER}" in json.dumps(read["Resource"])
+    assert read["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["TRAILSTATE"]}}
+    assert statements["DecryptHomeTrailState"]["Resource"] == HOME_KEY
+    home_sids = {s.get("Sid") for s in home.role_policy_statements(handler)}
+    assert not home_sids & {"ReadHomeTrailState", "DecryptHomeTrailState"}
 
 
 def test_multi_region_stacks_have_no_unacknowledged_nag_findings(regions: dict[str, Synth]) -> None:

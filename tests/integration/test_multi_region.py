@@ -136,6 +136,7 @@ def deploy() -> dict[str, Region]:
             "regions": list(REGIONS),
             "homeLogBucket": home.log_bucket,
             "homeKmsKeyArn": home.kms_key_arn,
+            "homeLedgerTable": home.ledger_table,
         }
     )
     sqs = boto3.client("sqs", region_name=OTHER)
@@ -162,6 +163,7 @@ def deploy() -> dict[str, Region]:
             ledger_table=ledger,
             history_table=home.history_table if at_home else "opentrail-eu-history",
             home_region=home_region,
+            home_ledger_table="" if at_home else home.ledger_table,  # infra.trails.home_ledger_setting
             receive_wait_seconds=0,
             # no Insights table: Insights are not this test's subject (docs/insights.md)
         )
@@ -171,6 +173,7 @@ def deploy() -> dict[str, Region]:
             ledger_table=ledger,
             signing_key_id=signing_key,
             home_region=home_region,
+            home_ledger_table="" if at_home else home.ledger_table,
         )
         regions[name] = Region(name, batcher_settings, digester_settings, signing_key)
     return regions

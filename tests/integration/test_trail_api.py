@@ -54,6 +54,7 @@ class Api(BaseHTTPRequestHandler):
     settings: QuerySettings
     region: str = "us-east-1"
     clock: Any = None
+    dynamodb: Any = None  # the trail state's client (None: a default client)
 
     def do_POST(self) -> None:
         stage, _, rest = self.path.lstrip("/").partition("/")
@@ -67,6 +68,7 @@ class Api(BaseHTTPRequestHandler):
             settings=self.settings,
             clock=type(self).clock or (lambda: NOW),
             token_key=b"k" * 32,
+            dynamodb=type(self).dynamodb,
         )
         payload = response["body"].encode()
         self.send_response(response["statusCode"])
@@ -80,8 +82,8 @@ class Api(BaseHTTPRequestHandler):
         pass
 
 
-def serve(settings: QuerySettings, region: str = "us-east-1") -> Iterator[Any]:
-    handler = type("TrailApi", (Api,), {"settings": settings, "region": region})
+def serve(settings: QuerySettings, region: str = "us-east-1", dynamodb: Any = None) -> Iterator[Any]:
+    handler = type("TrailApi", (Api,), {"settings": settings, "region": region, "dynamodb": dynamodb})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()

@@ -12,6 +12,10 @@ optional; a trail without an item is logging, as a CloudTrail trail is from its 
 
 Times are epoch seconds (numbers), as GetTrailStatus returns them. `stopped()` is the one read
 the batcher makes per run: the trails it must skip.
+
+Multi-region (docs/trails.md): as in CloudTrail, StartLogging/StopLogging are called in the home
+region and hold everywhere. A non-home region's store reads the logging attributes from the home
+region's ledger (`home`) and keeps its own delivery status; it cannot set the logging state.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ TIME_FIELDS: Final = {
     "LatestCloudWatchLogsDeliveryTime": "latestCloudWatchLogsDeliveryTime",
     "LatestNotificationTime": "latestNotificationTime",
 }
+# The logging state: written by StartLogging/StopLogging, read from the home region's ledger.
+LOGGING_ATTRIBUTES: Final = ("isLogging", "startLoggingTime", "stopLoggingTime")
 ERROR_FIELDS: Final = {
     "LatestDeliveryError": "latestDeliveryError",
     "LatestDigestDeliveryError": "latestDigestDeliveryError",
@@ -99,12 +105,24 @@ class TrailStatus:
 
 
 class TrailStateStore:
-    def __init__(self, table: str, *, client: Any = None) -> None:
+    def __init__(self, table: str, *, client: Any = None, home: TrailStateStore | None = None) -> None:
         self.table = table
         self._ddb = client or boto3.client("dynamodb")
+        self.home = home  # a non-home region: the home region's store, source of the logging state
 
     def all(self) -> dict[str, TrailStatus]:
-        """Every trail's item (one Query of the TRAILSTATE partition)."""
+        """Every trail's item (one Query of the TRAILSTATE partition; and one of the home's)."""
+        found = self._query()
+        if self.home is None:
+            return found
+        home = self.home._query()
+        return {name: _with_logging(found.get(name), home.get(name)) for name in sorted(found.keys() | home.keys())}
+
+    def get(self, trail: str) -> TrailStatus:
+        found = self._get(trail)
+        return found if self.home is None else _with_logging(found, self.home._get(trail))
+
+    def _query(self) -> dict[str, TrailStatus]:
         found: dict[str, TrailStatus] = {}
         start: dict[str, Any] | None = None
         try:
@@ -124,13 +142,13 @@ class TrailStateStore:
                 if not start:
                     return found
         except ClientError as error:
-            raise TrailStateError(f"trail state read: {error}") from error
+            raise TrailStateError(f"trail state read ({self.table}): {error}") from error
 
-    def get(self, trail: str) -> TrailStatus:
+    def _get(self, trail: str) -> TrailStatus:
         try:
             item = self._ddb.get_item(TableName=self.table, Key=_key(trail), ConsistentRead=True).get("Item")
         except ClientError as error:
-            raise TrailStateError(f"trail state read {trail}: {error}") from error
+            raise TrailStateError(f"trail state read {trail} ({self.table}): {error}") from error
         return TrailStatus(_plain(item) if item else {})
 
     def stopped(self) -> frozenset[str]:
@@ -138,6 +156,8 @@ class TrailStateStore:
         return frozenset(name for name, status in self.all().items() if not status.is_logging)
 
     def set_logging(self, trail: str, logging: bool, now: datetime) -> None:
+        if self.home is not None:
+            raise TrailStateError(f"trail {trail}: StartLogging/StopLogging are called in the home region")
         attribute = "startLoggingTime" if logging else "stopLoggingTime"
         self._update(
             trail,
@@ -182,3 +202,20 @@ def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
         elif "S" in value:
             values[name] = value["S"]
     return values
+
+
+def _with_logging(own: TrailStatus | None, home: TrailStatus | None) -> TrailStatus:
+    """This region's status with the home region's logging state."""
+    values = {k: v for k, v in (own.attributes if own else {}).items() if k not in LOGGING_ATTRIBUTES}
+    values.update({k: v for k, v in (home.attributes if home else {}).items() if k in LOGGING_ATTRIBUTES})
+    return TrailStatus(values)
+
+
+def trail_state_store(settings: Any, *, client: Any = None, home_client: Any = None) -> TrailStateStore:
+    """The store of a function's settings (``LEDGER_TABLE``; in a non-home region also
+    ``HOME_LEDGER_TABLE`` and ``HOME_REGION``, whose ledger holds the logging state)."""
+    home = None
+    if settings.home_ledger_table:
+        home_client = home_client or boto3.client("dynamodb", region_name=settings.home_region or None)
+        home = TrailStateStore(settings.home_ledger_table, client=home_client)
+    return TrailStateStore(settings.ledger_table, client=client, home=home)

@@ -19,7 +19,7 @@ from opentrail.adapters.history import EventHistory
 from opentrail.adapters.insights_store import InsightsStore
 from opentrail.adapters.ledger import Ledger
 from opentrail.adapters.log_store import LogStore
-from opentrail.adapters.trail_state import TrailStateError, TrailStateStore
+from opentrail.adapters.trail_state import TrailStateError, TrailStateStore, trail_state_store
 from opentrail.adapters.usage_store import UsageStore
 from opentrail.delivery import Batcher, BatcherConfig
 from opentrail.domain.clock import Clock, system_clock
@@ -66,7 +66,7 @@ def _insights(settings: BatcherSettings) -> InsightsStore | None:
 
 @lru_cache(maxsize=4)
 def _trail_state(settings: BatcherSettings) -> TrailStateStore:
-    return TrailStateStore(settings.ledger_table)
+    return trail_state_store(settings)
 
 
 @lru_cache(maxsize=4)

@@ -31,7 +31,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from opentrail.adapters.digests import ChainHeads, DigestStore, DigestStoreError, LedgerReader, PublicKeyRegistry
 from opentrail.adapters.signer import KmsSigner
-from opentrail.adapters.trail_state import TrailStateError, TrailStateStore, TrailStatus
+from opentrail.adapters.trail_state import TrailStateError, TrailStateStore, TrailStatus, trail_state_store
 from opentrail.domain.chain import (
     BACKFILL,
     REGULAR,
@@ -412,7 +412,7 @@ def handler(
         registry=registry or PublicKeyRegistry(settings.ledger_table),
         clock=clock or system_clock,
         remaining_ms=context.get_remaining_time_in_millis,
-        trail_state=trail_state or TrailStateStore(settings.ledger_table),
+        trail_state=trail_state or trail_state_store(settings),
     )
     summary = digester.run().to_dict()
     metrics.add_metric(name="DigestsWritten", unit=MetricUnit.Count, value=summary["digests"])

@@ -22,7 +22,7 @@ from opentrail.adapters.events import InsightEvents
 from opentrail.adapters.history import EventHistory
 from opentrail.adapters.insights_store import InsightsStore
 from opentrail.adapters.log_store import LogStore
-from opentrail.adapters.trail_state import TrailStateStore
+from opentrail.adapters.trail_state import TrailStateStore, trail_state_store
 from opentrail.domain.clock import Clock, system_clock
 from opentrail.handlers._common import logger, metrics, tracer
 from opentrail.insights_live import InsightsRunner
@@ -58,7 +58,7 @@ def runner_for(
     if events is None and settings.event_bus:
         events = InsightEvents(settings.event_bus, client=events_client or boto3.client("events"))
     if trail_state is None and settings.ledger_table:
-        trail_state = TrailStateStore(settings.ledger_table, client=dynamodb_client)
+        trail_state = trail_state_store(settings, client=dynamodb_client)
     if logs is None and any(trail.deliveries.cloud_watch_logs for trail in trails):
         logs = CloudWatchLogsSender(client=logs_client, region=settings.home_region or None)
     return InsightsRunner(
