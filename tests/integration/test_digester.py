@@ -90,7 +90,15 @@ class Harness:
         self.ledger.put_entries(intent.ledger_entries(ttl_days=30))
         return key
 
-    def run(self, now: datetime, *, signer: KmsSigner | None = None, heads: Any = None, **overrides: Any) -> Any:
+    def run(
+        self,
+        now: datetime,
+        *,
+        signer: KmsSigner | None = None,
+        heads: Any = None,
+        trail_state: Any = None,
+        **overrides: Any,
+    ) -> Any:
         settings = self.settings.model_copy(update=overrides) if overrides else self.settings
         return digester.handler(
             {"action": "digest"},
@@ -102,6 +110,7 @@ class Harness:
             heads=heads or self.heads,
             ledger=LedgerReader(self.resources.ledger_table, client=self.ddb),
             registry=self.registry,
+            trail_state=trail_state,
         )
 
     def digest_keys(self) -> list[str]:
@@ -617,3 +626,71 @@ def test_stop_and_start_between_two_runs_still_close_the_chain(harness: Harness)
     assert restarted["previousDigestS3Object"] is None
     assert _listed(restarted) == [after]
     assert restarted["digestStartTime"] == "2026-11-23T12:30:00Z"
+
+
+def test_whole_stop_start_cycles_between_two_runs_leave_no_file_undigested(harness: Harness, tmp_path: Any) -> None:
+    from opentrail.adapters import trail_state as trail_state_module
+    from opentrail.adapters.trail_state import TrailStateStore
+    from opentrail.validate_logs import Options, run
+
+    state = TrailStateStore(harness.resources.ledger_table, client=harness.ddb)
+
+    def digest(now: datetime) -> Any:
+        return harness.run(now, trail_state=state)
+
+    # given a chain closed by a stop at 11:15
+    _stored_log(harness, at(0, 10))
+    assert digest(at(1, 20))["written"] == [regular_key(at(1))]
+    _stored_log(harness, at(1, 5))
+    state.set_logging("opentrail", False, at(1, 15))
+    assert digest(at(2, 20))["written"] == [regular_key(at(1, 15))]
+
+    # when, before the next run, logging starts (12:30), a file arrives, logging stops (12:50)
+    # and starts again (13:10) before one more file
+    state.set_logging("opentrail", True, at(2, 30))
+    between = _stored_log(harness, at(2, 40))
+    state.set_logging("opentrail", False, at(2, 50))
+    state.set_logging("opentrail", True, at(3, 10))
+    after = _stored_log(harness, at(3, 30))
+    written = digest(at(4, 20))["written"]
+
+    # then the file of the whole cycle has its chain (12:30-12:50), and a new one starts at 13:10
+    assert written == [regular_key(at(2, 50)), regular_key(at(4))]
+    cycle = harness.verify(regular_key(at(2, 50)))
+    assert (cycle["digestStartTime"], cycle["digestEndTime"]) == ("2026-11-23T12:30:00Z", "2026-11-23T12:50:00Z")
+    assert cycle["previousDigestS3Object"] is None
+    assert _listed(cycle) == [between]
+    restarted = harness.verify(regular_key(at(4)))
+    assert restarted["digestStartTime"] == "2026-11-23T13:10:00Z"
+    assert restarted["previousDigestS3Object"] is None
+    assert _listed(restarted) == [after]
+    head = harness.heads.get("opentrail", A1, "us-east-1")
+    assert head is not None
+    assert head.stops == (at(1, 15), at(2, 50))
+    assert digest(at(5, 20))["written"] == [regular_key(at(5))]  # and the chain goes on
+
+    # validate-logs (ours): every file listed, both restarts after a recorded stop
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    pem = base64.encodebytes(harness.public_der()).decode()
+    (keys / "key.pem").write_text(f"-----BEGIN RSA PUBLIC KEY-----\n{pem}-----END RSA PUBLIC KEY-----\n")
+    options = Options(
+        trail_arn=f"arn:aws:cloudtrail:us-east-1:{A1}:trail/opentrail",
+        start_time="2026-11-23T09:00:00Z",
+        end_time="2026-11-23T15:00:00Z",
+        s3_bucket=harness.resources.log_bucket,
+        region="us-east-1",
+        public_keys=keys,
+        workers=1,
+        chain_head_table=harness.resources.ledger_table,
+    )
+    out, err = io.StringIO(), io.StringIO()
+    assert run(options, out, err) == 0, out.getvalue() + err.getvalue()
+    assert "4/4 log files valid" in out.getvalue()
+
+    # the call lists keep the newest MAX_LOGGING_CALLS of each
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trail_state_module, "MAX_LOGGING_CALLS", 3)
+        state.set_logging("opentrail", False, at(5, 30))
+    stops = state.get("opentrail").attributes["stopLoggingTimes"]
+    assert [float(value) for value in stops] == [at(m // 60, m % 60).timestamp() for m in (75, 170, 330)]

@@ -3,8 +3,10 @@
 One item per trail: ``pk = TRAILSTATE``, ``sk = <trail name>``, no TTL. Attributes (all
 optional; a trail without an item is logging, as a CloudTrail trail is from its creation):
 
-* ``isLogging`` (bool), ``startLoggingTime``, ``stopLoggingTime`` — written only by
-  StartLogging/StopLogging (the query API), the only writes of configuration state;
+* ``isLogging`` (bool), ``startLoggingTime``, ``stopLoggingTime`` (the latest calls, as
+  GetTrailStatus reports them), ``startLoggingTimes``, ``stopLoggingTimes`` (every call, the
+  newest `MAX_LOGGING_CALLS`: the digester closes and restarts chains at each) — written only
+  by StartLogging/StopLogging (the query API), the only writes of configuration state;
 * ``latestDeliveryTime``/``latestDeliveryError``, ``latestDigestDeliveryTime``/
   ``latestDigestDeliveryError``, ``latestCloudWatchLogsDeliveryTime``/``...Error``,
   ``latestNotificationTime``/``latestNotificationError`` — written by the batcher and the
@@ -29,6 +31,8 @@ from typing import Any, Final
 import boto3
 from botocore.exceptions import ClientError
 
+from opentrail.domain.stop_cycles import StopCycle, stop_cycles
+
 TRAIL_STATE_PK: Final = "TRAILSTATE"
 # (GetTrailStatus member, item attribute); times are epoch numbers, errors strings.
 TIME_FIELDS: Final = {
@@ -40,7 +44,14 @@ TIME_FIELDS: Final = {
     "LatestNotificationTime": "latestNotificationTime",
 }
 # The logging state: written by StartLogging/StopLogging, read from the home region's ledger.
-LOGGING_ATTRIBUTES: Final = ("isLogging", "startLoggingTime", "stopLoggingTime")
+LOGGING_ATTRIBUTES: Final = (
+    "isLogging",
+    "startLoggingTime",
+    "stopLoggingTime",
+    "startLoggingTimes",
+    "stopLoggingTimes",
+)
+MAX_LOGGING_CALLS: Final = 100  # per list: far more than a digester run (hourly) can meet
 ERROR_FIELDS: Final = {
     "LatestDeliveryError": "latestDeliveryError",
     "LatestDigestDeliveryError": "latestDigestDeliveryError",
@@ -80,6 +91,18 @@ class TrailStatus:
     @property
     def is_logging(self) -> bool:
         return bool(self.attributes.get("isLogging", True))
+
+    def stop_cycles(self) -> list[StopCycle]:
+        """Every stop with the start that ended it, oldest first (items written before the
+        call lists existed: the latest stop and start)."""
+
+        def calls(attribute: str) -> list[Any]:
+            listed = self.attributes.get(f"{attribute}s")
+            if listed is not None:
+                return list(listed)
+            return [self.attributes[attribute]] if attribute in self.attributes else []
+
+        return stop_cycles(calls("stopLoggingTime"), calls("startLoggingTime"))
 
     def to_response(self) -> dict[str, Any]:
         """GetTrailStatus' response: IsLogging, the epoch times and errors present, and the
@@ -159,11 +182,28 @@ class TrailStateStore:
         if self.home is not None:
             raise TrailStateError(f"trail {trail}: StartLogging/StopLogging are called in the home region")
         attribute = "startLoggingTime" if logging else "stopLoggingTime"
-        self._update(
-            trail,
-            f"SET isLogging = :logging, {attribute} = :now",
-            {":logging": {"BOOL": logging}, ":now": {"N": str(epoch(now))}},
-        )
+        try:
+            updated = self._ddb.update_item(
+                TableName=self.table,
+                Key=_key(trail),
+                UpdateExpression=(
+                    f"SET isLogging = :logging, {attribute} = :now, "
+                    f"{attribute}s = list_append(if_not_exists({attribute}s, :none), :call)"
+                ),
+                ExpressionAttributeValues={
+                    ":logging": {"BOOL": logging},
+                    ":now": {"N": str(epoch(now))},
+                    ":none": {"L": []},
+                    ":call": {"L": [{"N": str(epoch(now))}]},
+                },
+                ReturnValues="UPDATED_NEW",
+            )
+            excess = len(updated["Attributes"][f"{attribute}s"]["L"]) - MAX_LOGGING_CALLS
+            if excess > 0:  # drop the oldest calls (a racing call may have dropped some: harmless)
+                removed = ", ".join(f"{attribute}s[{index}]" for index in range(excess))
+                self._ddb.update_item(TableName=self.table, Key=_key(trail), UpdateExpression=f"REMOVE {removed}")
+        except ClientError as error:
+            raise TrailStateError(f"trail state write {trail}: {error}") from error
 
     def record(self, trail: str, kind: str, now: datetime, error: str | None = None) -> None:
         """A delivery of `kind` (`KINDS`) happened at `now`: success sets the time and clears the
@@ -197,6 +237,8 @@ def _plain(item: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in item.items():
         if "BOOL" in value:
             values[name] = value["BOOL"]
+        elif "L" in value:  # the call lists: numbers
+            values[name] = [Decimal(entry["N"]) for entry in value["L"] if "N" in entry]
         elif "N" in value:
             values[name] = Decimal(value["N"])
         elif "S" in value:

@@ -20,10 +20,9 @@ to the newest window that ended `DIGEST_DELAY_SECONDS` ago:
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final
 
@@ -51,6 +50,7 @@ from opentrail.domain.chain import (
 )
 from opentrail.domain.clock import Clock, system_clock
 from opentrail.domain.digest import DIGEST_PERIOD, build_digest, compress, serialize, sha256_hex, string_to_sign
+from opentrail.domain.stop_cycles import StopCycle
 from opentrail.handlers._common import deployment_of, logger, metrics, tracer
 from opentrail.settings import DigesterSettings
 
@@ -122,16 +122,21 @@ class Digester:
             if not trail.log_file_validation_enabled:
                 continue  # LogFileValidationEnabled false: no digests for this trail (docs/trails.md)
             target = TrailTarget(name=trail.name, home_region=self.home_region, prefix=trail.s3_key_prefix)
-            state = states.get(trail.name)
-            stop, start = _logging_times(state)
+            cycles = self._open_cycles(target, states.get(trail.name))
             written = len(summary.written)
             try:
-                if stop is not None:
-                    # StopLogging: close the chains with a final digest up to the stop; none while stopped.
-                    closed = self._close_trail(target, stop, summary)
+                if cycles:
+                    # StopLogging: close the chains with a final digest up to each stop, restart
+                    # them at the start that ended it; no digests while stopped.
+                    closed, restart = True, None
+                    for cycle in cycles:
+                        closed = self._close_trail(target, cycle.stop, summary, restart=restart)
+                        if not closed:
+                            break
+                        restart = cycle.start
                     done = summary.stopped_by != "time"
-                    if closed and start is not None:
-                        done = self._run_trail(target, summary, restart=start)
+                    if closed and restart is not None:
+                        done = self._run_trail(target, summary, restart=restart)
                 else:
                     done = self._run_trail(target, summary)
             except DigestStoreError as error:
@@ -151,6 +156,19 @@ class Digester:
         except TrailStateError as error:  # digest every trail rather than none
             logger.warning("trail state not read", extra={"error": str(error)})
             return {}
+
+    def _open_cycles(self, trail: TrailTarget, state: TrailStatus | None) -> list[StopCycle]:
+        """The trail's stop cycles the chains have not passed yet: a cycle is done once every
+        chain ends after its start (a chain ending at it was closed there, not restarted yet;
+        without chains yet: the latest cycle only)."""
+        cycles = state.stop_cycles() if state is not None else []
+        if not cycles:
+            return []
+        regular = [head for head in self.heads.list(trail.name) if head.kind == REGULAR]
+        if not regular:
+            return cycles[-1:]
+        oldest = min(head.end_time for head in regular)
+        return [cycle for cycle in cycles if cycle.start is None or cycle.start >= oldest]
 
     def _record(self, trail: str, *, error: str | None = None) -> None:
         """LatestDigestDeliveryTime / LatestDigestDeliveryError (GetTrailStatus); best effort."""
@@ -232,10 +250,14 @@ class Digester:
                 summary.conflicts += 1
                 blocked.add(plan.source)
 
-    def _close_trail(self, trail: TrailTarget, stop: datetime, summary: DigestRunSummary) -> bool:
+    def _close_trail(
+        self, trail: TrailTarget, stop: datetime, summary: DigestRunSummary, *, restart: datetime | None = None
+    ) -> bool:
         """The final digests of a stopped trail: every window up to the stop, the last one ending
         at the stop (files delivered up to and including it), then the stop recorded on each
-        chain head. Chains already closed (or past the stop) only get the stop recorded.
+        chain head. Chains already closed (or past the stop) only get the stop recorded; with
+        `restart` (the StartLogging after an earlier stop), chains closed by that earlier stop
+        start anew there first.
         True when every chain is closed; False when the trail must wait (the stop is not
         `DIGEST_DELAY_SECONDS` old yet, time, the per-run cap, conflicts): a restarted trail's
         new chains wait too."""
@@ -243,6 +265,8 @@ class Digester:
         if now < stop + timedelta(seconds=self.settings.digest_delay_seconds):
             return False  # late batches of before the stop may still reach the ledger
         regular = {head.source: head for head in self.heads.list(trail.name) if head.kind == REGULAR}
+        if restart is not None:
+            regular = restart_heads(regular, restart)
         open_heads = [head for head in regular.values() if not head.closed and head.end_time < stop]
         final = stop_window(stop)
         if open_heads:
@@ -358,21 +382,6 @@ class Digester:
                 summary.log_files += count
                 summary.empty_digests += count == 0
         return new
-
-
-def _logging_times(state: TrailStatus | None) -> tuple[datetime | None, datetime | None]:
-    """(stop, start) of a trail's logging state: the last StopLogging moment (rounded up to the
-    second: the final digest includes it) if the trail is stopped or was restarted after it,
-    and the StartLogging moment after it (None while stopped)."""
-    if state is None or "stopLoggingTime" not in state.attributes:
-        return None, None
-    stop = datetime.fromtimestamp(math.ceil(float(state.attributes["stopLoggingTime"])), UTC)
-    if not state.is_logging:
-        return stop, None
-    started = state.attributes.get("startLoggingTime")
-    if started is None or float(started) < float(state.attributes["stopLoggingTime"]):
-        return stop, None
-    return stop, datetime.fromtimestamp(math.ceil(float(started)), UTC)
 
 
 @lru_cache(maxsize=1)
