@@ -511,9 +511,30 @@ def _listed(body: dict[str, Any]) -> list[str]:
     return [entry["s3Object"] for entry in body["logFiles"]]
 
 
+def _validate_options(harness: Harness, tmp_path: Any, *, end_time: str) -> Any:
+    """`opentrail validate-logs` of the trail from 09:00, with the digester's public key and
+    the chain heads (their recorded stops)."""
+    from opentrail.validate_logs import Options
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    pem = base64.encodebytes(harness.public_der()).decode()
+    (keys / "key.pem").write_text(f"-----BEGIN RSA PUBLIC KEY-----\n{pem}-----END RSA PUBLIC KEY-----\n")
+    return Options(
+        trail_arn=f"arn:aws:cloudtrail:us-east-1:{A1}:trail/opentrail",
+        start_time="2026-11-23T09:00:00Z",
+        end_time=end_time,
+        s3_bucket=harness.resources.log_bucket,
+        region="us-east-1",
+        public_keys=keys,
+        workers=1,
+        chain_head_table=harness.resources.ledger_table,
+    )
+
+
 def test_stop_logging_closes_the_chain_and_start_logging_starts_a_new_one(harness: Harness, tmp_path: Any) -> None:
     from opentrail.adapters.trail_state import TrailStateStore
-    from opentrail.validate_logs import Options, run
+    from opentrail.validate_logs import run
 
     state = TrailStateStore(harness.resources.ledger_table, client=harness.ddb)
 
@@ -568,20 +589,7 @@ def test_stop_logging_closes_the_chain_and_start_logging_starts_a_new_one(harnes
     assert first in _listed(harness.verify(regular_key(at(1))))
 
     # validate-logs (ours, with the chain head): the stop is recorded, so the new chain is no finding
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    pem = base64.encodebytes(harness.public_der()).decode()
-    (keys / "key.pem").write_text(f"-----BEGIN RSA PUBLIC KEY-----\n{pem}-----END RSA PUBLIC KEY-----\n")
-    options = Options(
-        trail_arn=f"arn:aws:cloudtrail:us-east-1:{A1}:trail/opentrail",
-        start_time="2026-11-23T09:00:00Z",
-        end_time="2026-11-23T16:00:00Z",
-        s3_bucket=harness.resources.log_bucket,
-        region="us-east-1",
-        public_keys=keys,
-        workers=1,
-        chain_head_table=harness.resources.ledger_table,
-    )
+    options = _validate_options(harness, tmp_path, end_time="2026-11-23T16:00:00Z")
     out, err = io.StringIO(), io.StringIO()
     rc = run(options, out, err)
     assert rc == 0, out.getvalue() + err.getvalue()
@@ -631,7 +639,7 @@ def test_stop_and_start_between_two_runs_still_close_the_chain(harness: Harness)
 def test_whole_stop_start_cycles_between_two_runs_leave_no_file_undigested(harness: Harness, tmp_path: Any) -> None:
     from opentrail.adapters import trail_state as trail_state_module
     from opentrail.adapters.trail_state import TrailStateStore
-    from opentrail.validate_logs import Options, run
+    from opentrail.validate_logs import run
 
     state = TrailStateStore(harness.resources.ledger_table, client=harness.ddb)
 
@@ -670,20 +678,7 @@ def test_whole_stop_start_cycles_between_two_runs_leave_no_file_undigested(harne
     assert digest(at(5, 20))["written"] == [regular_key(at(5))]  # and the chain goes on
 
     # validate-logs (ours): every file listed, both restarts after a recorded stop
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    pem = base64.encodebytes(harness.public_der()).decode()
-    (keys / "key.pem").write_text(f"-----BEGIN RSA PUBLIC KEY-----\n{pem}-----END RSA PUBLIC KEY-----\n")
-    options = Options(
-        trail_arn=f"arn:aws:cloudtrail:us-east-1:{A1}:trail/opentrail",
-        start_time="2026-11-23T09:00:00Z",
-        end_time="2026-11-23T15:00:00Z",
-        s3_bucket=harness.resources.log_bucket,
-        region="us-east-1",
-        public_keys=keys,
-        workers=1,
-        chain_head_table=harness.resources.ledger_table,
-    )
+    options = _validate_options(harness, tmp_path, end_time="2026-11-23T15:00:00Z")
     out, err = io.StringIO(), io.StringIO()
     assert run(options, out, err) == 0, out.getvalue() + err.getvalue()
     assert "4/4 log files valid" in out.getvalue()
