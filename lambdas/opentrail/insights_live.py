@@ -108,13 +108,12 @@ def logging_state(status: TrailStatus | None) -> LoggingState:
     """A trail's logging state in minutes, from its status item (no item: logging)."""
     if status is None:
         return LoggingState()
-    attributes = status.attributes
-
-    def minute(name: str) -> int | None:
-        value = attributes.get(name)
-        return minute_of(float(value)) if value is not None else None
-
-    return LoggingState(status.is_logging, minute("stopLoggingTime"), minute("startLoggingTime"))
+    return LoggingState(
+        tuple(
+            (minute_of(cycle.stop.timestamp()), None if cycle.start is None else minute_of(cycle.start.timestamp()))
+            for cycle in status.stop_cycles()
+        )
+    )
 
 
 class InsightsRunner:

@@ -138,7 +138,7 @@ def test_steps_logging_trail_advances_to_the_end() -> None:
 
 
 def test_steps_stopped_trail_analyses_up_to_the_stop_then_waits() -> None:
-    stopped = LoggingState(is_logging=False, stop_minute=105)
+    stopped = LoggingState(((105, None),))
     assert steps(stopped, 100, 110) == [("advance", 104)]
     assert next_minute(stopped, 100) == 101
     assert steps(stopped, 104, 110) == []
@@ -147,7 +147,7 @@ def test_steps_stopped_trail_analyses_up_to_the_stop_then_waits() -> None:
 
 
 def test_steps_resumed_trail_pauses_over_the_gap() -> None:
-    resumed = LoggingState(is_logging=True, stop_minute=105, start_minute=150)
+    resumed = LoggingState(((105, 150),))
     assert steps(resumed, 104, 160) == [("pause", 150), ("advance", 160)]
     assert next_minute(resumed, 104) == 150
     assert steps(resumed, 100, 160) == [("advance", 104), ("pause", 150), ("advance", 160)]
@@ -155,7 +155,31 @@ def test_steps_resumed_trail_pauses_over_the_gap() -> None:
     assert steps(resumed, 104, 140) == []  # not yet past the resumption
     assert steps(resumed, 151, 160) == [("advance", 160)]  # the pause is behind
     # a StartLogging on a logging trail (start after an old stop the engine passed): no pause
-    assert steps(LoggingState(True, stop_minute=50, start_minute=150), 100, 160) == [("advance", 160)]
+    assert steps(LoggingState(((50, 150),)), 100, 160) == [("advance", 160)]
+
+
+def test_steps_pause_over_every_cycle_between_two_runs() -> None:
+    # stopped at 105, started at 120, stopped at 130, started at 150: two gaps, each paused over
+    cycles = LoggingState(((105, 120), (130, 150)))
+    assert steps(cycles, 100, 160) == [
+        ("advance", 104),
+        ("pause", 120),
+        ("advance", 129),
+        ("pause", 150),
+        ("advance", 160),
+    ]
+    assert next_minute(cycles, 100) == 101
+    assert next_minute(cycles, 104) == 120
+    assert next_minute(cycles, 125) == 126
+    assert next_minute(cycles, 129) == 150
+    assert steps(cycles, 125, 140) == [("advance", 129)]  # then wait for the second start
+    # still stopped after the second stop: analysed up to it, then nothing
+    stopped = LoggingState(((105, 120), (130, None)))
+    assert steps(stopped, 100, 160) == [("advance", 104), ("pause", 120), ("advance", 129)]
+    assert steps(stopped, 129, 160) == []
+    assert next_minute(stopped, 129) is None
+    assert not stopped.is_logging
+    assert cycles.is_logging
 
 
 def test_engine_pause_ends_open_insights_and_shifts_cadences() -> None:

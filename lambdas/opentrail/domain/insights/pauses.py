@@ -19,40 +19,42 @@ Step = tuple[Literal["advance", "pause"], int]
 
 @dataclass(frozen=True)
 class LoggingState:
-    """A trail's logging state as minutes (epoch minutes of the latest stop and start)."""
+    """A trail's stop cycles as epoch minutes: (stop, start that ended it, None while stopped),
+    oldest first (`opentrail.domain.stop_cycles`); none: logging all along."""
 
-    is_logging: bool = True
-    stop_minute: int | None = None
-    start_minute: int | None = None
+    cycles: tuple[tuple[int, int | None], ...] = ()
 
-    def pending_pause(self, last_minute: int | None) -> tuple[int, int] | None:
-        """(stop, start) minutes when logging resumed after a stop the engine has not passed."""
-        stop, start = self.stop_minute, self.start_minute
-        if not self.is_logging or last_minute is None or stop is None or start is None:
-            return None
-        return (stop, start) if last_minute < stop <= start else None
+    @property
+    def is_logging(self) -> bool:
+        return not self.cycles or self.cycles[-1][1] is not None
 
 
 def steps(state: LoggingState, last_minute: int | None, end: int) -> list[Step]:
     """The engine calls of one run that analyses up to `end`: ``("advance", m)`` processes the
-    minutes up to m, ``("pause", m)`` skips to m. Empty: nothing to do."""
+    minutes up to m, ``("pause", m)`` skips to m. Empty: nothing to do.
+
+    Each stop still ahead of the engine: advance to the minute before it, then (once logging
+    resumed and the run reaches the start) pause to the start; a stop the engine already passed
+    is no pause (a StartLogging on a logging trail, or an old cycle)."""
+    if last_minute is None:  # a new scope: from the run's start, up to the end or the stop
+        return [("advance", end if state.is_logging else min(end, state.cycles[-1][0] - 1))]
     out: list[Step] = []
-    if not state.is_logging:
-        if state.stop_minute is None:
-            return out
-        until = min(end, state.stop_minute - 1)
-        if last_minute is None or last_minute < until:
-            out.append(("advance", until))
-        return out
-    pause = state.pending_pause(last_minute)
-    if pause is not None and last_minute is not None:
-        stop, start = pause
-        if last_minute < stop - 1:
-            out.append(("advance", min(end, stop - 1)))
-        if end >= start:
-            out += [("pause", start), ("advance", end)]
-        return out
-    if last_minute is None or last_minute < end:
+    last = last_minute
+    for stop, start in state.cycles:
+        if stop <= last:
+            if start is None:
+                return out
+            continue
+        if last < stop - 1:
+            last = min(end, stop - 1)
+            out.append(("advance", last))
+            if last < stop - 1:
+                return out
+        if start is None or end < start:
+            return out  # stopped, or not yet past the resumption
+        out.append(("pause", start))
+        last = start - 1
+    if last < end:
         out.append(("advance", end))
     return out
 
@@ -61,12 +63,12 @@ def next_minute(state: LoggingState, last_minute: int | None) -> int | None:
     """The first minute whose aggregates this scope needs (None: none, or a new scope)."""
     if last_minute is None:
         return None
-    if not state.is_logging:
-        if state.stop_minute is None or last_minute >= state.stop_minute - 1:
-            return None
-        return last_minute + 1
-    pause = state.pending_pause(last_minute)
-    if pause is not None:
-        stop, start = pause
-        return last_minute + 1 if last_minute < stop - 1 else start
+    for stop, start in state.cycles:
+        if stop <= last_minute:
+            if start is None:
+                return None
+            continue
+        if last_minute < stop - 1:
+            return last_minute + 1
+        return start  # None: stopped and caught up (needs nothing, holds nobody back)
     return last_minute + 1
