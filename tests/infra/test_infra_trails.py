@@ -224,3 +224,49 @@ def test_multi_region_stacks_have_no_unacknowledged_nag_findings(regions: dict[s
     ]
 
     assert findings == []
+
+
+# IAM: "the aggregate size of all inline policies of a role" is at most 10,240 characters
+# (whitespace not counted); CloudFormation fails the deploy, not the synth, past it.
+ROLE_POLICY_LIMIT = 10_240
+
+
+def _rendered(value: Any) -> Any:
+    """A policy document with CloudFormation's intrinsics replaced by values at least as long
+    as the deployed ones (a pseudo parameter 16 characters, any other reference an ARN of 160)."""
+    if isinstance(value, list):
+        return [_rendered(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return separator.join(str(_rendered(part)) for part in parts)
+    if "Ref" in value:
+        return "x" * (16 if str(value["Ref"]).startswith("AWS::") else 160)
+    if "Fn::GetAtt" in value or "Fn::ImportValue" in value or "Fn::Select" in value:
+        return "x" * 160
+    return {key: _rendered(item) for key, item in value.items()}
+
+
+def test_the_largest_configuration_keeps_every_role_policy_under_the_iam_limit() -> None:
+    # five trails, each with its own prefix, Insights and every delivery, in two regions
+    trails = [
+        {
+            "Name": f"trail-{index}",
+            "S3KeyPrefix": f"team-{index}/audit/logs",
+            "InsightSelectors": [{"InsightType": kind} for kind in ("ApiCallRateInsight", "ApiErrorRateInsight")],
+            "Deliveries": {
+                "CloudWatchLogs": f"opentrail/trail-{index}-audit-log-group",
+                "EventBridge": True,
+                "SnsTopic": True,
+            },
+        }
+        for index in range(5)
+    ]
+    sizes = {}
+    for region, synth in synth_regions({**MULTI, "trails": trails}).items():
+        for logical_id, policy in synth.resources("AWS::IAM::Policy").items():
+            document = _rendered(policy["Properties"]["PolicyDocument"])
+            sizes[f"{region} {logical_id}"] = len(json.dumps(document, separators=(",", ":")))
+
+    assert max(sizes.values()) < ROLE_POLICY_LIMIT, sizes
