@@ -270,3 +270,46 @@ def test_the_largest_configuration_keeps_every_role_policy_under_the_iam_limit()
             sizes[f"{region} {logical_id}"] = len(json.dumps(document, separators=(",", ":")))
 
     assert max(sizes.values()) < ROLE_POLICY_LIMIT, sizes
+
+
+# Lambda: all environment variables of a function (names and values) take at most 4 KB.
+LAMBDA_ENVIRONMENT_LIMIT = 4096
+
+
+def test_trails_at_the_size_cap_keep_every_function_environment_under_4_kb() -> None:
+    def trails(group_chars: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "Name": f"trail-{index}-{'x' * 30}",
+                "S3KeyPrefix": f"team-{index}/{'p' * 40}",
+                "InsightSelectors": [{"InsightType": "ApiCallRateInsight"}, {"InsightType": "ApiErrorRateInsight"}],
+                "EventSelectors": [{"ReadWriteType": "All", "ExcludeManagementEventSources": ["kms.amazonaws.com"]}],
+                "Deliveries": {
+                    "CloudWatchLogs": f"g{index}-{'g' * group_chars}",
+                    "EventBridge": True,
+                    "SnsTopic": True,
+                },
+            }
+            for index in range(5)
+        ]
+
+    def accepted(group_chars: int) -> bool:
+        try:
+            load_config({**MULTI, "trails": trails(group_chars)})
+        except ConfigError as error:
+            assert "Lambda's environment" in str(error)
+            return False
+        return True
+
+    # the longest trails the synth accepts (MAX_TRAILS_JSON_BYTES)
+    chars = 1
+    while accepted(chars + 1):
+        chars += 1
+    sizes = {}
+    for region, synth in synth_regions({**MULTI, "trails": trails(chars)}).items():
+        for function in synth.resources("AWS::Lambda::Function").values():
+            variables = _rendered(function["Properties"]["Environment"]["Variables"])
+            name = f"{region} {function['Properties']['Handler']}"
+            sizes[name] = sum(len(key) + len(str(value)) for key, value in variables.items())
+
+    assert max(sizes.values()) < LAMBDA_ENVIRONMENT_LIMIT, sizes
