@@ -7,6 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests check results, not speed: no per-example deadline (on a loaded CI machine a slow
+# example would fail, and pass on Hypothesis' re-run, as "Flaky").
+settings.register_profile("opentrail", deadline=None)
+settings.load_profile("opentrail")
 
 # Keep the caller's real AWS settings for the opt-in tests against a deployed stack
 # (tests/e2e/test_deployed.py); everything else runs on moto with fake credentials.
