@@ -112,6 +112,29 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _slow_server(base: type, delay: float) -> type:
+    """A ThreadedMotoServer class whose every request first waits `delay` seconds (threaded:
+    concurrent requests wait side by side, as round trips to S3 do)."""
+    if not delay:
+        return base
+    from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    class SlowServer(base):  # type: ignore[misc,valid-type]
+        def _server_entry(self) -> None:
+            app = DomainDispatcherApplication(create_backend_app)
+
+            def slow(environ: dict[str, object], start_response: object) -> object:
+                time.sleep(delay)
+                return app(environ, start_response)
+
+            self._server = make_server(self._ip_address, self._port, slow, True, request_handler=MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return SlowServer
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hours", type=int, default=24)
@@ -119,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=2500, help="records per log file (~0.8 KB each)")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--no-s3", action="store_true", help="skip the moto-server runs")
+    parser.add_argument(
+        "--s3-latency-ms",
+        type=float,
+        default=0.0,
+        help="delay every moto-server request by this much, as a network round trip to S3 would (e.g. 30)",
+    )
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -176,7 +205,10 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("werkzeug").setLevel(logging.ERROR)
             os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION)
             port = _free_port()
-            server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+            latency = f" (+{args.s3_latency_ms:g} ms a request)" if args.s3_latency_ms else ""
+            server = _slow_server(ThreadedMotoServer, args.s3_latency_ms / 1000)(
+                ip_address="127.0.0.1", port=port, verbose=False
+            )
             server.start()
             url = f"http://127.0.0.1:{port}"
             stub = CloudTrailStub(chain.keys)
@@ -186,22 +218,23 @@ def main(argv: list[str] | None = None) -> int:
                 t = time.perf_counter()
                 rc = run(Options(**{**base.__dict__, "endpoint_url": stub.url}), io.StringIO(), io.StringIO())
                 assert rc == 0
-                rows.append(("opentrail validate-logs, S3 on a moto server", time.perf_counter() - t))
+                rows.append((f"opentrail validate-logs, S3 on a moto server{latency}", time.perf_counter() - t))
                 if AWS.exists():
                     t = time.perf_counter()
                     cli = run_aws_cli(["--trail-arn", ARN, "--start-time", start, "--end-time", end, "--s3-bucket",
                                        chain.bucket, "--endpoint-url", stub.url], s3_url=url, timeout=1800)  # fmt: skip
                     assert cli.rc == 0, cli.err
-                    rows.append(("aws cloudtrail validate-logs, S3 on a moto server", time.perf_counter() - t))
+                    name = f"aws cloudtrail validate-logs, S3 on a moto server{latency}"
+                    rows.append((name, time.perf_counter() - t))
             finally:
                 stub.stop()
                 server.stop()
 
     print()
-    print(f"| {'path':<58} | {'seconds':>8} | {'MB/s gzip':>9} | {'MB/s inflated':>13} | {'files/s':>8} |")
-    print(f"|{'-' * 60}|{'-' * 10}|{'-' * 11}|{'-' * 15}|{'-' * 10}|")
+    print(f"| {'path':<70} | {'seconds':>8} | {'MB/s gzip':>9} | {'MB/s inflated':>13} | {'files/s':>8} |")
+    print(f"|{'-' * 72}|{'-' * 10}|{'-' * 11}|{'-' * 15}|{'-' * 10}|")
     for name, seconds in rows:
-        print(f"| {name:<58} | {seconds:>8.2f} | {compressed / 1e6 / seconds:>9.1f} | "
+        print(f"| {name:<70} | {seconds:>8.2f} | {compressed / 1e6 / seconds:>9.1f} | "
               f"{inflated / 1e6 / seconds:>13.1f} | {files / seconds:>8.1f} |")  # fmt: skip
     return 0
 
