@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Final
 
 import boto3
@@ -258,6 +259,12 @@ def trail_state_store(settings: Any, *, client: Any = None, home_client: Any = N
     ``HOME_LEDGER_TABLE`` and ``HOME_REGION``, whose ledger holds the logging state)."""
     home = None
     if settings.home_ledger_table:
-        home_client = home_client or boto3.client("dynamodb", region_name=settings.home_region or None)
+        home_client = home_client or _dynamodb(settings.home_region or None)
         home = TrailStateStore(settings.home_ledger_table, client=home_client)
     return TrailStateStore(settings.ledger_table, client=client, home=home)
+
+
+@lru_cache(maxsize=4)
+def _dynamodb(region: str | None) -> Any:
+    """One client per region for the warm function (the query API builds a store per request)."""
+    return boto3.client("dynamodb", region_name=region)
