@@ -12,7 +12,7 @@ minute's aggregates it needs first (the run reads aggregates from the smallest).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 Step = tuple[Literal["advance", "pause"], int]
 
@@ -60,15 +60,15 @@ def steps(state: LoggingState, last_minute: int | None, end: int) -> list[Step]:
 
 
 def next_minute(state: LoggingState, last_minute: int | None) -> int | None:
-    """The first minute whose aggregates this scope needs (None: none, or a new scope)."""
+    """The first minute whose aggregates this scope needs (None: none, or a new scope): the one
+    after `last_minute`, or where the first step of an unbounded run pauses to."""
     if last_minute is None:
         return None
-    for stop, start in state.cycles:
-        if stop <= last_minute:
-            if start is None:
-                return None
-            continue
-        if last_minute < stop - 1:
-            return last_minute + 1
-        return start  # None: stopped and caught up (needs nothing, holds nobody back)
-    return last_minute + 1
+    plan = steps(state, last_minute, _UNBOUNDED)
+    if not plan:
+        return None  # stopped and caught up: needs nothing, holds nobody back
+    kind, minute = plan[0]
+    return minute if kind == "pause" else last_minute + 1
+
+
+_UNBOUNDED: Final = 2**62  # an `end` past any minute
