@@ -115,3 +115,17 @@ def test_destinations_per_trail_and_one_event_bridge() -> None:
     assert destinations(trails, ["a", "b", "d"]) == ["cloudWatchLogs:a", "notification:b", "eventBridge"]
     assert destinations(trails, ["c"]) == ["cloudWatchLogs:c"]
     assert destinations(trails, ["d"]) == []
+
+
+def test_bounded_chunks_close_a_run_at_the_count_the_bytes_or_the_join_rule() -> None:
+    from opentrail.domain.chunks import bounded_chunks
+
+    sizes = [3, 3, 3, 5, 1, 1, 1, 9, 1]
+    assert bounded_chunks(sizes, lambda n: n, max_items=3, max_bytes=8) == [[3, 3], [3, 5], [1, 1, 1], [9], [1]]
+    # joins: a run holds items within 2 of its first
+    assert bounded_chunks([1, 2, 3, 4, 9], lambda n: 0, max_items=10, max_bytes=1, joins=lambda a, b: b - a <= 2) == [
+        [1, 2, 3],
+        [4],
+        [9],
+    ]
+    assert bounded_chunks([], lambda n: n, max_items=1, max_bytes=1) == []

@@ -9,6 +9,8 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from opentrail.domain.chunks import bounded_chunks
+
 _MAX_BATCH_ENTRIES = 10
 _MAX_BATCH_BYTES = 262_144
 
@@ -108,15 +110,7 @@ class Buffer:
         return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
 
-def _batches(bodies: list[str]) -> Iterable[list[str]]:
-    group: list[str] = []
-    size = 0
-    for body in bodies:
-        length = len(body.encode("utf-8"))
-        if group and (len(group) == _MAX_BATCH_ENTRIES or size + length > _MAX_BATCH_BYTES):
-            yield group
-            group, size = [], 0
-        group.append(body)
-        size += length
-    if group:
-        yield group
+def _batches(bodies: list[str]) -> list[list[str]]:
+    return bounded_chunks(
+        bodies, lambda body: len(body.encode("utf-8")), max_items=_MAX_BATCH_ENTRIES, max_bytes=_MAX_BATCH_BYTES
+    )

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from opentrail.domain.chunks import bounded_chunks
 from opentrail.domain.record import parse_event_time
 
 MAX_RECORD_BYTES: Final = 256 * 1024  # CloudTrail: larger events are not sent to CWL / EventBridge
@@ -97,23 +98,13 @@ def log_events(lines: Iterable[bytes], *, fallback: datetime) -> Selection:
 def log_batches(events: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
     """PutLogEvents requests: ≤ 10,000 events, ≤ 1 MB (message bytes + 26 each), ≤ 24 h span,
     in the (chronological) order given."""
-    batches: list[list[Mapping[str, Any]]] = []
-    current: list[Mapping[str, Any]] = []
-    size = 0
-    for event in events:
-        weight = len(str(event["message"]).encode()) + LOG_EVENT_OVERHEAD
-        if current and (
-            len(current) >= LOG_BATCH_EVENTS
-            or size + weight > LOG_BATCH_BYTES
-            or int(event["timestamp"]) - int(current[0]["timestamp"]) >= LOG_BATCH_SPAN_MS
-        ):
-            batches.append(current)
-            current, size = [], 0
-        current.append(event)
-        size += weight
-    if current:
-        batches.append(current)
-    return batches
+    return bounded_chunks(
+        events,
+        lambda event: len(str(event["message"]).encode()) + LOG_EVENT_OVERHEAD,
+        max_items=LOG_BATCH_EVENTS,
+        max_bytes=LOG_BATCH_BYTES,
+        joins=lambda first, event: int(event["timestamp"]) - int(first["timestamp"]) < LOG_BATCH_SPAN_MS,
+    )
 
 
 def detail_type(record: Mapping[str, Any]) -> str | None:
@@ -188,19 +179,7 @@ def event_entries(lines: Iterable[bytes], *, bus: str = DEFAULT_BUS) -> Selectio
 
 def event_batches(entries: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
     """PutEvents requests: ≤ 10 entries and ≤ 256 KB of entries each."""
-    batches: list[list[Mapping[str, Any]]] = []
-    current: list[Mapping[str, Any]] = []
-    size = 0
-    for entry in entries:
-        weight = entry_size(entry)
-        if current and (len(current) >= EVENTS_PER_CALL or size + weight > EVENTS_CALL_BYTES):
-            batches.append(current)
-            current, size = [], 0
-        current.append(entry)
-        size += weight
-    if current:
-        batches.append(current)
-    return batches
+    return bounded_chunks(entries, entry_size, max_items=EVENTS_PER_CALL, max_bytes=EVENTS_CALL_BYTES)
 
 
 # -- what a delivered batch owes to which destination ------------------------------------------
